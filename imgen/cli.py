@@ -1,0 +1,155 @@
+"""`imgen` command line: presets, train, sample, eval, demo.
+
+Bad input ends with one line `imgen: error: ...` naming the problem and the fix (exit code 2).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from imgen import __version__
+from imgen.errors import ImgenError
+
+
+def _config_from_args(name_or_path: str, overrides: list[str], steps: int | None, seed: int | None):
+    from imgen.config import apply_overrides, load_config
+    from imgen.presets import PRESETS, get_preset
+
+    looks_like_file = Path(name_or_path).suffix in (".json", ".toml") or Path(name_or_path).is_file()
+    if name_or_path in PRESETS or not looks_like_file:
+        config = get_preset(name_or_path)
+    else:
+        config = load_config(name_or_path)
+    extra = list(overrides or [])
+    if steps is not None:
+        extra.append(f"train.steps={steps}")
+    if seed is not None:
+        extra.append(f"train.seed={seed}")
+    return apply_overrides(config, extra)
+
+
+def cmd_presets(args) -> int:
+    from imgen.presets import PRESETS, get_preset
+
+    if args.show:
+        print(json.dumps(get_preset(args.show).to_dict(), indent=2))
+        return 0
+    width = max(map(len, PRESETS))
+    for name, make in PRESETS.items():
+        print(f"{name:<{width}}  {make().description}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from imgen.train import train
+
+    config = _config_from_args(args.config, args.set, args.steps, args.seed)
+    result = train(config, args.out, progress=not args.quiet)
+    print(f"trained to step {result['step']} (last loss {result['loss']:.4f}); model in {result['out']}")
+    return 0
+
+
+def _parse_labels(text: str | None):
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ImgenError(f"--label must be an integer or a comma-separated list of integers, got {text!r}") from None
+
+
+def cmd_sample(args) -> int:
+    from imgen.images import save_grid, save_pngs
+    from imgen.model import load
+
+    if args.n < 1:
+        raise ImgenError(f"--n must be >= 1, got {args.n}")
+    if args.steps is not None and args.steps < 1:
+        raise ImgenError(f"--steps must be >= 1, got {args.steps}")
+    model = load(args.model_dir)
+    if len(model.shape) != 3:
+        raise ImgenError("this model makes 2D points, not images; sample it from Python: imgen.load(DIR).sample(n)")
+    x = model.sample(args.n, labels=_parse_labels(args.label), sampler=args.sampler, steps=args.steps,
+                     cfg=args.cfg, eta=args.eta, seed=args.seed, progress=True)
+    out = Path(args.out)
+    if out.suffix.lower() == ".png":
+        save_grid(x, out, scale=args.scale)
+        print(f"wrote a grid of {args.n} samples to {out}")
+    else:
+        save_pngs(x, out)
+        print(f"wrote {args.n} PNGs to {out}/")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from imgen.demo import run_demo
+
+    report = run_demo(args.out, steps=args.steps, seed=args.seed)
+    print(f"demo report: {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="imgen", description="Train, sample and evaluate image generators on a CPU.")
+    p.add_argument("--version", action="version", version=f"imgen {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("presets", help="list ready-to-train configs")
+    s.add_argument("--show", metavar="NAME", help="print one preset's full config as JSON")
+    s.set_defaults(fn=cmd_presets)
+
+    s = sub.add_parser("train", help="train a model (rerun on the same --out to resume)")
+    s.add_argument("config", help="a preset name (see `imgen presets`) or a .json/.toml config file")
+    s.add_argument("--out", required=True, help="model directory to write (and resume from)")
+    s.add_argument("--steps", type=int, help="total training steps (overrides train.steps)")
+    s.add_argument("--seed", type=int, help="overrides train.seed")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.lr=1e-3")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("sample", help="sample a trained model to a PNG grid or a folder of PNGs")
+    s.add_argument("model_dir")
+    s.add_argument("--n", type=int, default=16)
+    s.add_argument("--out", required=True, help="a .png path for a grid, or a folder for one PNG per sample")
+    s.add_argument("--sampler", help="ddpm, ddim or euler (default: the model's)")
+    s.add_argument("--steps", type=int, help="sampling steps (network evaluations)")
+    s.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = none)")
+    s.add_argument("--eta", type=float, help="DDIM eta in [0, 1]")
+    s.add_argument("--label", help="class label, or comma-separated labels, one per sample")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the grid PNG")
+    s.set_defaults(fn=cmd_sample)
+
+    s = sub.add_parser("demo", help="train a small model on built-in data and write a report")
+    s.add_argument("--out", default="imgen-demo", help="folder for the model and the report")
+    s.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_demo)
+
+    try:
+        from imgen.metrics.eval_cli import add_eval_arguments, run_eval
+    except ImportError:
+        pass
+    else:
+        s = sub.add_parser("eval", help="FID, KID, IS, precision/recall ... of generated images against a reference")
+        add_eval_arguments(s)
+        s.set_defaults(fn=run_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except ImgenError as e:
+        print(f"imgen: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("imgen: interrupted; the last checkpoint is kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""Procedural captioned RGB scenes of 1-2 shapes with ground-truth attributes: imgen's text-to-image data.
+
+Item i of a stream is a pure function of (seed, i) (counter-based hashing, no state, nothing cached), so the
+stream is infinite and any batch of indices renders the same pixels and captions every time.
+
+Generalisation splits: the (shape, colour) pairs in HELDOUT_PAIRS never appear in split="train" (neither
+object); in split="heldout" the main object always has one of them. Caption templates are split the same
+way: TRAIN_TEMPLATES for "train", HELDOUT_TEMPLATES only for "heldout".
+
+The vocabulary, `make_caption` and `render_scenes` are public so a prompt generator and a text-to-image
+evaluator can build prompts and reference images from attributes.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from imgen.data.base import as_index, check_choice, check_image_size, hash_uniform
+from imgen.errors import ImgenError
+
+# ---- vocabulary ----
+SHAPES = ("circle", "square", "triangle", "star", "cross")
+COLORS = {  # name -> RGB (0..255), chosen to stay distinct from each other and from every background
+    "red": (230, 30, 30), "orange": (255, 140, 0), "yellow": (250, 230, 40), "green": (40, 190, 50),
+    "cyan": (0, 220, 230), "blue": (40, 80, 255), "magenta": (235, 45, 210), "white": (245, 245, 245),
+}
+BACKGROUNDS = {"black": (0, 0, 0), "gray": (85, 85, 85), "navy": (15, 20, 75), "brown": (80, 45, 20)}
+SIZES = ("small", "large")
+POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
+COLOR_NAMES = tuple(COLORS)
+BACKGROUND_NAMES = tuple(BACKGROUNDS)
+ATTRIBUTES = ("shape", "color", "size", "pos", "bg", "n_objects", "shape2", "color2", "size2", "pos2")
+# (shape, colour) pairs only in split="heldout": two per shape, every colour still seen with >= 3 shapes in train
+HELDOUT_PAIRS = (("circle", "red"), ("circle", "cyan"), ("square", "green"), ("square", "white"),
+                 ("triangle", "yellow"), ("triangle", "magenta"), ("star", "orange"), ("star", "blue"),
+                 ("cross", "red"), ("cross", "cyan"))
+
+# ---- caption synonyms ----
+SHAPE_WORDS = {"circle": ("circle", "disk", "round dot"), "square": ("square", "box", "block"),
+               "triangle": ("triangle", "three-sided shape"), "star": ("star", "five-pointed star"),
+               "cross": ("cross", "plus sign", "plus")}
+COLOR_WORDS = {"red": ("red", "crimson", "scarlet"), "orange": ("orange", "tangerine"),
+               "yellow": ("yellow", "golden", "lemon"), "green": ("green", "emerald", "grass-green"),
+               "cyan": ("cyan", "turquoise", "aqua"), "blue": ("blue", "cobalt", "sapphire"),
+               "magenta": ("magenta", "pink", "fuchsia"), "white": ("white", "snowy", "ivory")}
+BACKGROUND_WORDS = {"black": ("black", "dark"), "gray": ("gray", "grey", "slate"),
+                    "navy": ("navy", "dark blue"), "brown": ("brown", "chocolate")}
+SIZE_WORDS = {"small": ("small", "tiny", "little"), "large": ("large", "big", "huge")}
+POSITION_PHRASES = (  # "... {pos}" in a sentence
+    ("in the top left", "in the upper left corner", "at the top left"),
+    ("at the top", "in the top middle", "at the top center"),
+    ("in the top right", "in the upper right corner", "at the top right"),
+    ("on the left", "at the middle left", "on the left side"),
+    ("in the center", "in the middle", "at the center"),
+    ("on the right", "at the middle right", "on the right side"),
+    ("in the bottom left", "in the lower left corner", "at the bottom left"),
+    ("at the bottom", "in the bottom middle", "at the bottom center"),
+    ("in the bottom right", "in the lower right corner", "at the bottom right"),
+)
+POSITION_LABELS = ("top-left", "top", "top-right", "left", "center", "right", "bottom-left", "bottom", "bottom-right")
+
+# (main object, each further object) format strings; fields: size color shape pos label bg
+TEMPLATES = (
+    ("a {size} {color} {shape} {pos}", " and a {size} {color} {shape} {pos}"),
+    ("{label}: {size} {color} {shape}", "; {label}: {size} {color} {shape}"),
+    ("a {color} {shape} {pos} on a {bg} background", ", plus a {color} {shape} {pos}"),
+    ("there is a {size} {color} {shape} {pos}", " and a {size} {color} {shape} {pos}"),
+    ("{pos}, a {size} {color} {shape}", "; {pos}, a {size} {color} {shape}"),
+    ("a picture of a {size} {color} {shape} {pos}", " and a {size} {color} {shape} {pos}"),
+    # held-out templates (split="heldout" only)
+    ("{size} {color} {shape}, {label}", " / {size} {color} {shape}, {label}"),
+    ("a {shape} that is {color} and {size}, {pos}", "; a {shape} that is {color} and {size}, {pos}"),
+    ("{bg} background with a {size} {color} {shape} {pos}", " and a {size} {color} {shape} {pos}"),
+)
+TRAIN_TEMPLATES = (0, 1, 2, 3, 4, 5)
+HELDOUT_TEMPLATES = (6, 7, 8)
+
+# ---- geometry (fractions of a grid cell; a cell is image_size / 3) ----
+SIZE_RADIUS = (0.3, 0.46)  # object radius for small / large
+MAX_JITTER = 0.3  # centre jitter as a fraction of the free space (0.5 - radius) around the object
+
+_SHAPE_ID = {s: i for i, s in enumerate(SHAPES)}
+_COLOR_ID = {c: i for i, c in enumerate(COLOR_NAMES)}
+_PALETTE = np.array(list(COLORS.values()), np.float32) / 127.5 - 1  # (8, 3) in [-1, 1]
+_BG_PALETTE = np.array(list(BACKGROUNDS.values()), np.float32) / 127.5 - 1
+
+
+def _pair_table(held: bool) -> np.ndarray:
+    """(n_shapes, k) table of the colours allowed with each shape in the held-out (or train) pairs."""
+    heldout = {(_SHAPE_ID[s], _COLOR_ID[c]) for s, c in HELDOUT_PAIRS}
+    rows = [[c for c in range(len(COLORS)) if ((s, c) in heldout) == held] for s in range(len(SHAPES))]
+    assert len({len(r) for r in rows}) == 1, "HELDOUT_PAIRS must hold out the same number of colours per shape"
+    return np.array(rows, np.int64)
+
+
+_TRAIN_COLORS, _HELDOUT_COLORS = _pair_table(False), _pair_table(True)
+
+
+# ---- sampling attributes ----
+def sample_scene_attributes(seed: int, idx, split: str = "train", max_objects: int = 2,
+                            templates: str | None = None) -> dict[str, np.ndarray]:
+    """Attributes of items `idx` of the stream `seed`: a dict of (B,) int64 arrays (ATTRIBUTES, -1 for an
+    absent second object) plus `offset` (B, 2, 2) centre jitter in cells, `template` and `variant` for captions."""
+    idx = np.asarray(idx, np.int64)
+    u = lambda stream: hash_uniform(seed, idx, stream)  # noqa: E731
+    pick = lambda stream, k: np.minimum((u(stream) * k).astype(np.int64), k - 1)  # noqa: E731
+    n_shapes, n_colors = len(SHAPES), len(COLORS)
+
+    def shape_color(stream, which):
+        shape = pick(stream, n_shapes)
+        if which == "all":
+            return shape, pick(stream + 1, n_colors)
+        table = _TRAIN_COLORS if which == "train" else _HELDOUT_COLORS
+        return shape, table[shape, pick(stream + 1, table.shape[1])]
+
+    a = {}
+    a["shape"], a["color"] = shape_color(0, split)
+    a["size"] = pick(2, len(SIZES))
+    a["pos"] = pick(3, len(POSITIONS))
+    a["bg"] = pick(4, len(BACKGROUNDS))
+    a["n_objects"] = 1 + (pick(5, 2) if max_objects == 2 else np.zeros_like(idx))
+    two = a["n_objects"] == 2
+    shape2, color2 = shape_color(6, "all" if split == "all" else "train")  # only the main object is novel
+    a["shape2"] = np.where(two, shape2, -1)
+    a["color2"] = np.where(two, color2, -1)
+    a["size2"] = np.where(two, pick(8, len(SIZES)), -1)
+    a["pos2"] = np.where(two, (a["pos"] + 1 + pick(9, len(POSITIONS) - 1)) % len(POSITIONS), -1)
+    offset = np.stack([u(10 + k) for k in range(4)], -1).reshape(-1, 2, 2) * 2 - 1  # (B, object, xy) in [-1, 1]
+    radius = np.array(SIZE_RADIUS)[np.stack([a["size"], np.maximum(a["size2"], 0)], -1)]
+    a["offset"] = offset * (MAX_JITTER * (0.5 - radius))[..., None]
+    which = {"train": TRAIN_TEMPLATES, "heldout": HELDOUT_TEMPLATES,
+             "all": TRAIN_TEMPLATES + HELDOUT_TEMPLATES}[templates or split]
+    a["template"] = np.array(which, np.int64)[pick(14, len(which))]
+    a["variant"] = (u(15) * 2 ** 31).astype(np.int64)
+    return a
+
+
+# ---- captions ----
+def _mix(variant: int, k: int) -> int:
+    """A small integer hash, so that each word slot of a caption picks its synonym independently."""
+    z = (variant * 0x9E3779B1 + k * 0x85EBCA77) & 0xFFFFFFFF
+    z = ((z ^ (z >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+    return z ^ (z >> 16)
+
+
+def _object_words(shape: int, color: int, size: int, pos: int, variant: int, slot: int) -> dict[str, str]:
+    choose = lambda words, k: words[_mix(variant, 8 * slot + k) % len(words)]  # noqa: E731
+    return {"shape": choose(SHAPE_WORDS[SHAPES[shape]], 0), "color": choose(COLOR_WORDS[COLOR_NAMES[color]], 1),
+            "size": choose(SIZE_WORDS[SIZES[size]], 2), "pos": choose(POSITION_PHRASES[pos], 3),
+            "label": POSITION_LABELS[pos]}
+
+
+def make_caption(attrs: Mapping[str, int], template: int = 0, variant: int = 0) -> str:
+    """Caption of one scene from its attributes (shape, color, size, pos, bg[, n_objects, shape2, color2,
+    size2, pos2]) as int ids; `template` indexes TEMPLATES, `variant` picks the synonyms deterministically."""
+    if not 0 <= template < len(TEMPLATES):
+        raise ImgenError(f"caption template {template} does not exist; use 0..{len(TEMPLATES) - 1}")
+    try:
+        first, further = TEMPLATES[template]
+        bg = BACKGROUND_WORDS[BACKGROUND_NAMES[int(attrs.get("bg", 0))]]
+        bg_word = bg[_mix(variant, 7) % len(bg)]
+        text = first.format(bg=bg_word, **_object_words(int(attrs["shape"]), int(attrs["color"]),
+                                                        int(attrs["size"]), int(attrs["pos"]), variant, 0))
+        if int(attrs.get("n_objects", 1)) == 2:
+            text += further.format(bg=bg_word, **_object_words(int(attrs["shape2"]), int(attrs["color2"]),
+                                                               int(attrs["size2"]), int(attrs["pos2"]), variant, 1))
+    except (KeyError, IndexError) as e:
+        raise ImgenError(f"cannot caption scene attributes {dict(attrs)}: bad or missing {e}; "
+                         f"give int ids for {ATTRIBUTES[:5]} (and shape2..pos2 when n_objects=2)") from None
+    return re.sub(r"\b([Aa]) (?=[aeiou])", r"\1n ", text)  # "a orange" -> "an orange"
+
+
+# ---- rendering ----
+def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Boolean mask of one shape in local coordinates (units of the object radius, v pointing down)."""
+    if shape == 0:  # circle
+        return u * u + v * v <= 1.0
+    if shape == 1:  # square, half-side 0.85 so its area is close to the circle's
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.85
+    if shape == 2:  # equilateral triangle pointing up, circumradius R, centroid at the centre
+        r_in, y = 1.15 / 2, -v  # inradius = circumradius / 2
+        return (-y <= r_in) & (0.8660254 * u + 0.5 * y <= r_in) & (-0.8660254 * u + 0.5 * y <= r_in)
+    if shape == 3:  # five-pointed star, tip up: fold the angle into one half-spike, test one edge
+        outer, inner = 1.15, 1.15 * 0.45
+        rho, phi = np.hypot(u, v), np.arctan2(u, -v) % np.float32(2 * np.pi / 5)
+        b = np.minimum(phi, np.float32(2 * np.pi / 5) - phi)  # angle from the nearest tip, in [0, pi/5]
+        qx, qy = rho * np.cos(b), rho * np.sin(b)
+        bx, by = inner * np.cos(np.pi / 5), inner * np.sin(np.pi / 5)
+        return (bx - outer) * qy - by * (qx - outer) >= 0  # on the centre's side of the edge tip -> inner vertex
+    if shape == 4:  # cross (plus sign)
+        au, av = np.abs(u), np.abs(v)
+        return ((au <= 0.33) & (av <= 0.95)) | ((av <= 0.33) & (au <= 0.95))
+    raise ImgenError(f"unknown shape id {shape}; use 0..{len(SHAPES) - 1} ({', '.join(SHAPES)})")
+
+
+def _coverage(shape, cx, cy, radius, size: int, ss: int, k: int):
+    """Anti-aliased coverage of B objects: (B, k, k) windows and their top-left pixel (x0, y0).
+
+    Each object is rasterised only in a k x k pixel window around it, at ss x ss samples per pixel."""
+    x0, y0 = np.floor(cx).astype(np.int64) - k // 2, np.floor(cy).astype(np.int64) - k // 2
+    sub = (np.arange(k * ss) + 0.5) / ss  # sample offsets inside the window, in pixels
+    u = ((x0[:, None, None] + sub[None, None, :] - cx[:, None, None]) / radius[:, None, None]).astype(np.float32)
+    v = ((y0[:, None, None] + sub[None, :, None] - cy[:, None, None]) / radius[:, None, None]).astype(np.float32)
+    # u: (B, 1, k*ss), v: (B, k*ss, 1)
+    cov = np.zeros((len(shape), k, k), np.float32)
+    for s in np.unique(shape):
+        m = shape == s
+        mask = _inside(int(s), u[m], v[m]).astype(np.float32)
+        cov[m] = mask.reshape(-1, k, ss, k, ss).mean((2, 4))
+    return cov, x0, y0
+
+
+def render_scenes(attrs: Mapping, image_size: int = 32, offsets=None, supersample: int = 4) -> torch.Tensor:
+    """Render scenes from attributes -> (B, 3, image_size, image_size) float32 in [-1, 1].
+
+    `attrs` maps the ATTRIBUTES names to ints or (B,) int arrays (second object only where n_objects == 2;
+    n_objects defaults to 1); `offsets` (B, 2, 2) moves each object's centre by that fraction of a cell."""
+    a = {k: np.atleast_1d(np.asarray(attrs[k], np.int64)) for k in attrs if k in ATTRIBUTES}
+    for k in ("shape", "color", "size", "pos"):
+        if k not in a:
+            raise ImgenError(f"render_scenes needs attribute {k!r}; give int ids for {ATTRIBUTES[:4]}")
+    b = len(a["shape"])
+    if b == 0:
+        return torch.zeros(0, 3, image_size, image_size)
+    a.setdefault("bg", np.zeros(b, np.int64))
+    a.setdefault("n_objects", np.ones(b, np.int64))
+    limits = {"shape": len(SHAPES), "color": len(COLORS), "size": len(SIZES), "pos": len(POSITIONS),
+              "bg": len(BACKGROUNDS), "n_objects": 3}
+    for k, hi in limits.items():
+        if a[k].min() < (1 if k == "n_objects" else 0) or a[k].max() >= hi:
+            raise ImgenError(f"render_scenes: attribute {k!r} has value {a[k].min()}..{a[k].max()}, "
+                             f"valid ids are {'1..2' if k == 'n_objects' else f'0..{hi - 1}'}")
+    offsets = np.zeros((b, 2, 2)) if offsets is None else np.asarray(offsets, np.float64).reshape(b, 2, 2)
+    cell = image_size / 3
+    k = int(np.ceil(1.2 * cell)) + 2  # window covers the largest object (1.15 x 0.46 cell) plus jitter
+    img = np.broadcast_to(_BG_PALETTE[a["bg"]][:, None, None, :], (b, image_size, image_size, 3)).copy()
+    layers = [("", 0)] + ([("2", 1)] if (a["n_objects"] == 2).any() else [])
+    for suffix, j in layers:
+        rows = np.flatnonzero(a["n_objects"] >= j + 1)
+        shape, pos = a["shape" + suffix][rows], a["pos" + suffix][rows]
+        cx = (pos % 3 + 0.5 + offsets[rows, j, 0]) * cell
+        cy = (pos // 3 + 0.5 + offsets[rows, j, 1]) * cell
+        radius = np.array(SIZE_RADIUS)[a["size" + suffix][rows]] * cell
+        cov, x0, y0 = _coverage(shape, cx, cy, radius, image_size, supersample, k)
+        alpha = np.zeros((len(rows), image_size + 2 * k, image_size + 2 * k), np.float32)  # padded canvas
+        r = np.arange(k)
+        alpha[np.arange(len(rows))[:, None, None], (y0 + k)[:, None, None] + r[None, :, None],
+              (x0 + k)[:, None, None] + r[None, None, :]] = cov
+        alpha = alpha[:, k:k + image_size, k:k + image_size, None]
+        color = _PALETTE[a["color" + suffix][rows]][:, None, None, :]
+        img[rows] = img[rows] * (1 - alpha) + color * alpha
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(0, 3, 1, 2)))
+
+
+class ShapesDataset:
+    """Infinite stream of captioned shape scenes; `len` is the epoch length `n`, any index >= 0 is valid."""
+
+    name = "shapes"
+    channels = 3
+    infinite = True  # any index >= 0 is a fresh item; len() is only the epoch length
+    num_classes = len(SHAPES)  # `label` is the main object's shape
+
+    def __init__(self, n: int = 10000, image_size: int = 32, seed: int = 0, split: str = "train",
+                 max_objects: int = 2, templates: str | None = None, supersample: int = 4):
+        self.image_size = check_image_size(image_size, "shapes")
+        if self.image_size is None or self.image_size < 12:
+            raise ImgenError(f"shapes: image_size={image_size} is too small to tell shapes apart; use >= 12 (16 or 32)")
+        self.split = check_choice(split, ("train", "heldout", "all"), "split", "shapes")
+        self.templates = check_choice(templates, (None, "train", "heldout", "all"), "templates", "shapes")
+        self.max_objects = check_choice(max_objects, (1, 2), "max_objects", "shapes")
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ImgenError(f"shapes: n (the epoch length) must be a positive integer, got {n!r}")
+        if not isinstance(supersample, (int, np.integer)) or not 1 <= supersample <= 16:
+            raise ImgenError(f"shapes: supersample must be an integer in [1, 16], got {supersample!r}")
+        self.n, self.seed, self.supersample = int(n), int(seed), int(supersample)
+        self.class_names = list(SHAPES)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return f"ShapesDataset(n={self.n}, image_size={self.image_size}, seed={self.seed}, split={self.split!r})"
+
+    def attributes(self, idx) -> dict[str, np.ndarray]:
+        """The raw attributes of items `idx` (see sample_scene_attributes)."""
+        return sample_scene_attributes(self.seed, as_index(idx, None, self.name), self.split, self.max_objects,
+                                       self.templates)
+
+    def get(self, idx) -> dict:
+        a = self.attributes(idx)
+        image = render_scenes(a, self.image_size, a["offset"], self.supersample)
+        captions = [make_caption({k: a[k][i] for k in ATTRIBUTES}, int(a["template"][i]), int(a["variant"][i]))
+                    for i in range(len(a["shape"]))]
+        attrs = {k: torch.from_numpy(a[k]) for k in ATTRIBUTES}
+        return {"image": image, "label": attrs["shape"].clone(), "caption": captions, "attrs": attrs}

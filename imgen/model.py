@@ -1,0 +1,100 @@
+"""A trained model directory, rebuilt from config.json + safetensors, ready to sample.
+
+    m = imgen.load("runs/digits")
+    x = m.sample(16, labels=[3] * 16, sampler="euler", steps=25, cfg=1.0, seed=0)   # (16, C, H, W) in [-1, 1]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from imgen.checkpoint import load_tensors
+from imgen.config import Config, load_config
+from imgen.errors import ImgenError
+from imgen.guidance import classifier_free
+from imgen.methods import build_method
+from imgen.nn import build_net
+from imgen.samplers import get_sampler
+from imgen.schedules import time_grid
+
+
+def build_net_from_config(config: Config):
+    try:
+        return build_net(config.net.name, **config.net.options)
+    except TypeError as e:
+        raise ImgenError(f"bad net options {config.net.options}: {e}") from None
+
+
+class Model:
+    """A network, the method that trained it, and its config. Samples with any sampler on the denoiser interface."""
+
+    def __init__(self, config: Config, net: torch.nn.Module, device: str = "cpu"):
+        self.config, self.net, self.device = config, net.to(device).eval(), device
+        self.method = build_method(config.method.name, **config.method.options)
+        opts = config.net.options
+        self.num_classes = opts.get("num_classes")
+        if config.net.name == "mlp":
+            self.shape = (opts.get("dim", 2),)
+        else:
+            self.shape = (opts["in_channels"], opts["image_size"], opts["image_size"])
+
+    def _labels(self, n: int, labels) -> torch.Tensor | None:
+        if self.num_classes is None:
+            if labels is not None:
+                raise ImgenError("this model is unconditional; sample it without labels")
+            return None
+        if labels is None:  # one of each class, in turn
+            return torch.arange(n) % self.num_classes
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        if labels.numel() == 1:
+            labels = labels.expand(n)
+        if labels.numel() != n:
+            raise ImgenError(f"got {labels.numel()} labels for {n} samples; give one label or one per sample")
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ImgenError(f"labels must be in 0..{self.num_classes - 1}, got {labels.tolist()}")
+        return labels
+
+    @torch.no_grad()
+    def sample(self, n: int, labels=None, sampler: str | None = None, steps: int | None = None,
+               cfg: float | None = None, eta: float | None = None, seed: int = 0, noise: torch.Tensor | None = None,
+               progress: bool = False, callback=None) -> torch.Tensor:
+        """n samples (n, *shape) in [-1, 1]. Same seed, same machine -> same samples."""
+        defaults = self.config.sample
+        sampler = sampler or defaults.sampler
+        steps = defaults.steps if steps is None else steps
+        cfg = defaults.cfg if cfg is None else cfg
+        eta = defaults.eta if eta is None else eta
+        if n < 1:
+            raise ImgenError(f"n must be >= 1, got {n}")
+        fn = get_sampler(sampler)
+        if cfg != 1.0 and self.num_classes is None:
+            raise ImgenError("classifier-free guidance needs a conditional model; this one is unconditional, use cfg=1")
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn((n, *self.shape), generator=gen) if noise is None else noise.clone()
+        label = self._labels(n, labels)
+        cond = None if label is None else {"label": label, "drop": torch.zeros(n, dtype=torch.bool)}
+        den = self.method.denoiser(self.net)
+        if cond is not None:
+            den = classifier_free(den, cfg, cond, n)
+        kwargs = {"eta": eta} if sampler == "ddim" else {}
+        ts = time_grid(steps)
+        x = fn(den, x.to(self.device), ts, cond, generator=gen, callback=callback, progress=progress, **kwargs)
+        return x.clamp(-1, 1) if len(self.shape) == 3 else x
+
+
+def load(path: str | Path, device: str = "cpu", weights: str = "ema") -> Model:
+    """Load a model directory written by `imgen train` (EMA weights by default)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ImgenError(f"{str(path)!r} is not a model directory (no config.json); train one with `imgen train`")
+    if weights not in ("ema", "model"):
+        raise ImgenError(f"weights must be 'ema' or 'model', got {weights!r}")
+    config = load_config(path / "config.json")
+    net = build_net_from_config(config)
+    state = load_tensors(path / f"{weights}.safetensors")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise ImgenError(f"{weights}.safetensors in {str(path)!r} does not match its config.json ({e})") from None
+    return Model(config, net, device)

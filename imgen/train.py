@@ -1,0 +1,215 @@
+"""The Trainer: AdamW with warm-up, grad clipping, EMA, progress bar, JSONL log, atomic safetensors
+checkpoints and exact resume.
+
+Exact resume: every batch is a pure function of (seed, step) and every random draw comes from RNGs whose
+states are checkpointed, so a run killed at any moment and restarted ends byte-identical to one that never
+stopped. A checkpoint is model.safetensors + ema.safetensors (for inference) and train_state.safetensors,
+the single file a resume reads (weights, EMA, optimizer, RNG states, step), each written atomically.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from imgen.checkpoint import atomic_write_text, load_tensors, save_tensors
+from imgen.config import Config, config_from_dict, save_config
+from imgen.errors import ImgenError
+from imgen.methods import build_method
+from imgen.model import build_net_from_config
+
+
+def resolve_config(config: Config, dataset) -> Config:
+    """Fill the net options that follow from the data (channels, size, classes)."""
+    d = config.to_dict()
+    opts = d["net"]["options"]
+    if config.net.name == "mlp":
+        opts.setdefault("dim", 2)
+    else:
+        opts.setdefault("in_channels", dataset.channels)
+        opts.setdefault("image_size", dataset.image_size)
+    if getattr(dataset, "num_classes", None) and d["method"]["options"].get("cond_drop", 0.1) < 1.0:
+        opts.setdefault("num_classes", dataset.num_classes)
+    return config_from_dict(d)
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int, infinite: bool = False) -> np.ndarray:
+    """Indices of batch `step`: a fresh permutation per epoch, seeded by (seed, epoch); for an infinite
+    stream simply the next `batch_size` items. Depends on nothing but its arguments (exact resume)."""
+    pos = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
+    if infinite:
+        return pos
+    epochs, offsets = np.divmod(pos, n)
+    out = np.empty_like(pos)
+    for e in np.unique(epochs):
+        perm = np.random.default_rng([seed, int(e)]).permutation(n)
+        out[epochs == e] = perm[offsets[epochs == e]]
+    return out
+
+
+def lr_at(step: int, base_lr: float, warmup: int) -> float:
+    return base_lr * min(1.0, (step + 1) / warmup) if warmup > 0 else base_lr
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, list]:
+    sd = opt.state_dict()
+    tensors = {f"opt.{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> None:
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, i, k = key.split(".", 2)
+            state.setdefault(int(i), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+class Trainer:
+    def __init__(self, config: Config, out_dir: str | Path, progress: bool = True):
+        from imgen.data import load_dataset
+
+        t = config.train
+        if t.steps <= 0:
+            raise ImgenError(f"train.steps must be > 0, got {t.steps}; pass e.g. --steps 1000")
+        if config.data.batch_size <= 0:
+            raise ImgenError(f"data.batch_size must be > 0, got {config.data.batch_size}")
+        if t.lr <= 0 or not math.isfinite(t.lr):
+            raise ImgenError(f"train.lr must be a positive number, got {t.lr}")
+        if t.ckpt_every <= 0 or t.log_every <= 0:
+            raise ImgenError("train.ckpt_every and train.log_every must be > 0")
+        self.out, self.progress = Path(out_dir), progress
+        self.dataset = load_dataset(config.data.name, **config.data.options)
+        self.config = resolve_config(config, self.dataset)
+        self._check_out_dir()
+        torch.manual_seed(t.seed)  # net init and dropout draw from the global RNG, whose state is checkpointed
+        self.net = build_net_from_config(self.config)
+        self.ema = build_net_from_config(self.config)
+        self.ema.load_state_dict(self.net.state_dict())
+        self.ema.requires_grad_(False)
+        self.method = build_method(self.config.method.name, **self.config.method.options)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        self.gen = torch.Generator().manual_seed(t.seed)  # noise, timesteps and condition dropout
+        self.step = 0
+        if (self.out / "train_state.safetensors").exists():
+            self._resume()
+
+    # -- directory and checkpoint handling -------------------------------------------------------
+    def _check_out_dir(self):
+        cfg_path = self.out / "config.json"
+        if cfg_path.exists():
+            from imgen.config import load_config
+
+            try:
+                saved = load_config(cfg_path)
+            except ImgenError as e:
+                raise ImgenError(f"--out {str(self.out)!r} holds an unreadable config.json ({e}); "
+                                 "choose another --out directory") from None
+            if saved.model_identity() != self.config.model_identity():
+                diff = [k for k in ("data", "net", "method") if saved.model_identity()[k] != self.config.model_identity()[k]]
+                raise ImgenError(f"--out {str(self.out)!r} holds a different model (its {', '.join(diff)} config differs); "
+                                 "choose another --out directory, or delete it to start over")
+        elif self.out.exists() and any(self.out.iterdir()):
+            raise ImgenError(f"--out {str(self.out)!r} is not empty and holds no imgen model; choose an empty or new directory")
+
+    def _resume(self):
+        state, meta = load_tensors(self.out / "train_state.safetensors", with_metadata=True)
+        self.net.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        self.ema.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema.")})
+        _restore_optimizer(self.opt, state, meta["param_groups"])
+        self.gen.set_state(state["rng.generator"])
+        torch.set_rng_state(state["rng.torch"])
+        self.step = int(meta["step"])
+        self._truncate_log(self.step)
+
+    def _truncate_log(self, step: int):
+        """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+        log = self.out / "log.jsonl"
+        if log.exists():
+            keep = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+            atomic_write_text(log, "".join(ln + "\n" for ln in keep))
+
+    def save_checkpoint(self):
+        meta = {"step": self.step}
+        save_tensors(self.net.state_dict(), self.out / "model.safetensors", meta)
+        save_tensors(self.ema.state_dict(), self.out / "ema.safetensors", meta)
+        opt_tensors, groups = _flatten_optimizer(self.opt)
+        state = {**{f"model.{k}": v for k, v in self.net.state_dict().items()},
+                 **{f"ema.{k}": v for k, v in self.ema.state_dict().items()},
+                 **opt_tensors, "rng.generator": self.gen.get_state(), "rng.torch": torch.get_rng_state()}
+        save_tensors(state, self.out / "train_state.safetensors", {"step": self.step, "param_groups": groups})
+        atomic_write_text(self.out / "train_state.json", json.dumps({"step": self.step, "total_steps": self.config.train.steps}) + "\n")
+
+    # -- the loop ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _update_ema(self):
+        t = self.config.train
+        decay = min(t.ema_decay, (1 + self.step) / (10 + self.step)) if t.ema_warmup else t.ema_decay
+        for e, p in zip(self.ema.parameters(), self.net.parameters()):
+            e.lerp_(p, 1 - decay)  # EMA of weights (Polyak averaging)
+        for e, b in zip(self.ema.buffers(), self.net.buffers()):
+            e.copy_(b)
+
+    def fit(self) -> dict:
+        t, data = self.config.train, self.config.data
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, self.out / "config.json")
+        infinite = bool(getattr(self.dataset, "infinite", False))
+        self.net.train()
+        log = (self.out / "log.jsonl").open("a")
+        bar = tqdm(total=t.steps, initial=self.step, desc=f"train {self.out.name}", disable=not self.progress,
+                   dynamic_ncols=True)
+        window_loss, window_n, tic = 0.0, 0, time.perf_counter()
+        last_loss = float("nan")
+        try:
+            while self.step < t.steps:
+                idx = batch_indices(len(self.dataset), data.batch_size, t.seed, self.step, infinite)
+                batch = self.dataset.get(idx)
+                lr = lr_at(self.step, t.lr, t.warmup)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                loss = self.method.loss(self.net, batch, self.gen)
+                if not torch.isfinite(loss):
+                    self._fail_nonfinite("loss", loss.item())
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+                if not torch.isfinite(gnorm):
+                    self._fail_nonfinite("gradient norm", gnorm.item())
+                self.opt.step()
+                self.step += 1
+                self._update_ema()
+                last_loss = loss.item()
+                window_loss, window_n = window_loss + last_loss, window_n + 1
+                bar.update(1)
+                if self.step % t.log_every == 0 or self.step == t.steps:
+                    dt = time.perf_counter() - tic
+                    rec = {"step": self.step, "loss": window_loss / window_n, "lr": lr, "grad_norm": gnorm.item(),
+                           "images_per_s": window_n * data.batch_size / max(dt, 1e-9)}
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                    window_loss, window_n, tic = 0.0, 0, time.perf_counter()
+                if self.step % t.ckpt_every == 0 or self.step == t.steps:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            log.close()
+        return {"step": self.step, "loss": last_loss, "out": str(self.out)}
+
+    def _fail_nonfinite(self, what: str, value: float):
+        last = json.loads((self.out / "train_state.json").read_text())["step"] if (self.out / "train_state.json").exists() else None
+        kept = f"the last good checkpoint (step {last}) is kept in {str(self.out)!r}" if last is not None else "no checkpoint had been written yet"
+        raise ImgenError(f"training stopped: {what} became {value} at step {self.step + 1}; {kept}. "
+                         "Lower the learning rate (--set train.lr=...) or keep gradient clipping on (train.grad_clip)")
+
+
+def train(config: Config, out_dir: str | Path, progress: bool = True) -> dict:
+    """Train (or resume) the model described by `config` into `out_dir`."""
+    return Trainer(config, out_dir, progress).fit()
