@@ -1,0 +1,5 @@
+import sys
+
+from imgen.cli import main
+
+sys.exit(main())

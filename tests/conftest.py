@@ -1,0 +1,27 @@
+import json
+
+import pytest
+
+from imgen.config import Config, DataConfig, MethodConfig, NetConfig, SampleConfig, TrainConfig
+
+
+def tiny_config(steps: int = 6, **train) -> Config:
+    """A class-conditional digits model small enough to train a few steps in about a second."""
+    return Config(
+        description="tiny test model",
+        data=DataConfig("digits", {}, batch_size=16),
+        net=NetConfig("unet", {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
+                               "attn_resolutions": [4], "num_heads": 2}),
+        method=MethodConfig("flow_matching", {"cond_drop": 0.1}),
+        train=TrainConfig(steps=steps, lr=1e-3, warmup=2, ckpt_every=2, log_every=1, **train),
+        sample=SampleConfig("euler", steps=4),
+    )
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path):
+    def make(steps: int = 6, **train):
+        path = tmp_path / "tiny.json"
+        path.write_text(json.dumps(tiny_config(steps, **train).to_dict()))
+        return path
+    return make

@@ -1,0 +1,135 @@
+"""The trainer: losses fall, checkpoints are safetensors written atomically, resume is exact, failures lose nothing."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import imgen
+from conftest import tiny_config
+from imgen.errors import ImgenError
+from imgen.train import Trainer, batch_indices, train
+
+
+def test_loss_falls_and_a_model_directory_is_written(tmp_path):
+    cfg = tiny_config(steps=60)
+    cfg.train.ckpt_every = 30
+    train(cfg, tmp_path / "m", progress=False)
+    files = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert files == ["config.json", "ema.safetensors", "log.jsonl", "model.safetensors",
+                     "train_state.json", "train_state.safetensors"]
+    log = [json.loads(line) for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 61))
+    first, last = sum(r["loss"] for r in log[:10]) / 10, sum(r["loss"] for r in log[-10:]) / 10
+    assert last < 0.8 * first
+    assert all(k in log[0] for k in ("loss", "lr", "grad_norm", "images_per_s"))
+    m = imgen.load(tmp_path / "m")
+    x = m.sample(4, labels=[1, 2, 3, 4], steps=3, seed=0)
+    assert x.shape == (4, 1, 8, 8) and x.min() >= -1 and x.max() <= 1
+    assert torch.equal(x, m.sample(4, labels=[1, 2, 3, 4], steps=3, seed=0))  # same seed, same samples
+
+
+def test_batches_depend_only_on_seed_and_step():
+    a = [batch_indices(100, 32, 0, s) for s in range(8)]
+    b = [batch_indices(100, 32, 0, s) for s in range(8)]
+    assert all((x == y).all() for x, y in zip(a, b))
+    first_epoch = torch.tensor(list(a[0]) + list(a[1]) + list(a[2]) + list(a[3][:4]))
+    assert sorted(first_epoch.tolist()) == list(range(100))  # each item once per epoch
+    assert not (batch_indices(100, 32, 1, 0) == a[0]).all()
+
+
+def _run(cmd, **kw):
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)
+
+
+def test_kill_9_and_rerun_is_byte_identical_to_an_uninterrupted_run(tmp_path, tiny_config_file):
+    cfg = tiny_config_file(steps=40)
+    cmd = [sys.executable, "-m", "imgen", "train", str(cfg), "--quiet", "--out"]
+    tic = time.perf_counter()
+    assert _run(cmd + [str(tmp_path / "straight")]).wait() == 0
+    duration = time.perf_counter() - tic
+
+    # kill -9 three times at random moments in the second half of a run (past start-up), then let it finish
+    out, rng, kills = tmp_path / "killed", random.Random(0), 0
+    while True:
+        p = _run(cmd + [str(out)])
+        try:
+            p.wait(timeout=rng.uniform(0.5, 0.95) * duration if kills < 3 else None)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            kills += 1
+            continue
+        assert p.returncode == 0, p.stderr.read().decode()
+        break
+    assert json.loads((out / "train_state.json").read_text())["step"] == 40
+    for name in ("model.safetensors", "ema.safetensors"):
+        assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+
+
+def test_resume_continues_from_the_checkpoint_not_from_scratch(tmp_path):
+    train(tiny_config(steps=4), tmp_path / "m", progress=False)
+    t = Trainer(tiny_config(steps=8), tmp_path / "m", progress=False)
+    assert t.step == 4
+    t.fit()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = tiny_config(steps=200)
+    cfg.train.lr, cfg.train.grad_clip, cfg.train.warmup, cfg.train.ckpt_every = 1e12, 0.0, 0, 1
+    with pytest.raises(ImgenError, match=r"became .* at step \d+; the last good checkpoint \(step \d+\) is kept"):
+        train(cfg, tmp_path / "m", progress=False)
+    saved = json.loads((tmp_path / "m" / "train_state.json").read_text())["step"]
+    weights = load_file(tmp_path / "m" / "model.safetensors")
+    assert saved >= 1 and all(torch.isfinite(v).all() for v in weights.values())
+    imgen.load(tmp_path / "m").sample(2, steps=2)  # still loads and samples
+
+
+def test_out_directory_holding_a_different_model_is_refused_and_untouched(tmp_path):
+    train(tiny_config(steps=2), tmp_path / "m", progress=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
+    other = tiny_config(steps=2)
+    other.net.options["base_channels"] = 16
+    with pytest.raises(ImgenError, match="holds a different model .*net.*choose another --out"):
+        train(other, tmp_path / "m", progress=False)
+    assert before == {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
+
+
+def test_non_model_directory_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ImgenError, match="not empty and holds no imgen model"):
+        train(tiny_config(steps=2), tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("steps", 0, "train.steps must be > 0"),
+    ("steps", -5, "train.steps must be > 0"),
+    ("lr", -1.0, "train.lr must be a positive number"),
+])
+def test_bad_training_numbers_are_rejected(tmp_path, key, value, message):
+    cfg = tiny_config()
+    setattr(cfg.train, key, value)
+    with pytest.raises(ImgenError, match=message):
+        train(cfg, tmp_path / "m", progress=False)
+    assert not (tmp_path / "m").exists()
+
+
+def test_missing_dataset_file_is_a_clear_error(tmp_path):
+    cfg = tiny_config()
+    cfg.data.name, cfg.data.options = "mnist", {"path": str(tmp_path / "nowhere")}
+    with pytest.raises(ImgenError, match="mnist|MNIST"):
+        train(cfg, tmp_path / "m", progress=False)
+
+
+def test_checkpoint_writes_leave_no_temp_files(tmp_path):
+    train(tiny_config(steps=4), tmp_path / "m", progress=False)
+    assert not [p for p in (tmp_path / "m").iterdir() if p.name.startswith(".")]
