@@ -133,3 +133,31 @@ def test_missing_dataset_file_is_a_clear_error(tmp_path):
 def test_checkpoint_writes_leave_no_temp_files(tmp_path):
     train(tiny_config(steps=4), tmp_path / "m", progress=False)
     assert not [p for p in (tmp_path / "m").iterdir() if p.name.startswith(".")]
+
+
+def test_a_2d_toy_preset_trains_and_samples_points(tmp_path):
+    from imgen.config import apply_overrides
+    from imgen.presets import get_preset
+
+    cfg = apply_overrides(get_preset("moons-flow"), ["train.steps=30", "train.log_every=10", "train.ckpt_every=30"])
+    train(cfg, tmp_path / "m", progress=False)
+    x = imgen.load(tmp_path / "m").sample(100, steps=5, seed=0)
+    assert x.shape == (100, 2) and torch.isfinite(x).all()
+
+
+def test_image_folder_with_mixed_sizes_is_rejected_before_anything_is_written(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (8, 8), "red").save(folder / "a.png")
+    Image.new("RGB", (16, 16), "blue").save(folder / "b.png")
+    cfg = tiny_config()
+    cfg.data.name, cfg.data.options = "folder", {"path": str(folder)}
+    with pytest.raises(ImgenError, match="size"):
+        train(cfg, tmp_path / "m", progress=False)
+    assert not (tmp_path / "m").exists()
+    cfg.data.options["image_size"] = 8  # the fix the message suggests: resize everything
+    cfg.train.steps = 2
+    train(cfg, tmp_path / "m", progress=False)
+    assert imgen.load(tmp_path / "m").sample(2, steps=2).shape == (2, 3, 8, 8)
