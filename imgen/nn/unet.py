@@ -1,0 +1,198 @@
+"""The denoising U-Net (Ronneberger et al. 2015 as adapted by DDPM, Ho et al. 2020, and ADM, Dhariwal &
+Nichol 2021): residual blocks with a time(+label) embedding, GroupNorm, self-attention at chosen
+resolutions, skip connections from each down-path block to the matching up-path block.
+
+Forward: `net(x, t, cond=None)`; x (B, C, H, W), t (B,) continuous time in [0, 1], cond an optional dict
+with "label" int64 (B,) and "drop" bool (B,) (True = learned null embedding, for classifier-free
+guidance); an unconditional net (num_classes=None) ignores cond. The output has x's shape; the final
+conv is zero-initialized, so a fresh net outputs zeros.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imgen.errors import ImgenError
+from imgen.nn.layers import (
+    ConfigMixin,
+    Downsample,
+    LabelEmbedding,
+    ResBlock,
+    SelfAttention,
+    TimestepEmbedding,
+    Upsample,
+    as_time_batch,
+    group_norm,
+    zero_init,
+)
+
+
+class UNetBlock(nn.Module):
+    """A ResBlock, followed by self-attention when `num_heads` is given."""
+
+    def __init__(self, in_channels, out_channels, emb_dim, dropout, num_heads=None):
+        super().__init__()
+        self.res = ResBlock(in_channels, out_channels, emb_dim, dropout)
+        self.attn = SelfAttention(out_channels, num_heads) if num_heads else None
+
+    def forward(self, x, emb):
+        x = self.res(x, emb)
+        return self.attn(x) if self.attn is not None else x
+
+
+class UNet(ConfigMixin, nn.Module):
+    """U-Net denoiser. Resolution level i works at image_size / 2**i with base_channels *
+    channel_mults[i] channels; attention runs at the resolutions in `attn_resolutions` and in the middle."""
+
+    name = "unet"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int | None = None,
+        base_channels: int = 64,
+        channel_mults=(1, 2, 2),
+        num_res_blocks: int = 2,
+        attn_resolutions=(8,),
+        image_size: int = 32,
+        num_classes: int | None = None,
+        dropout: float = 0.0,
+        num_heads: int = 4,
+    ):
+        super().__init__()
+        self.save_config(locals())
+        _validate(in_channels, out_channels, base_channels, channel_mults, num_res_blocks,
+                  attn_resolutions, image_size, num_classes, dropout, num_heads)
+        out_channels = out_channels or in_channels
+        self.in_channels, self.image_size = in_channels, image_size
+        self.downsample_factor = 2 ** (len(channel_mults) - 1)
+        emb_dim = 4 * base_channels
+        self.time_embed = TimestepEmbedding(base_channels, emb_dim)
+        self.label_embed = LabelEmbedding(num_classes, emb_dim) if num_classes else None
+        heads_at = lambda res: num_heads if res in attn_resolutions else None  # noqa: E731
+
+        # Down path: every block's output is kept as a skip for the up path.
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.down = nn.ModuleList()
+        skip_channels = [base_channels]
+        ch, res = base_channels, image_size
+        for level, mult in enumerate(channel_mults):
+            for _ in range(num_res_blocks):
+                self.down.append(UNetBlock(ch, base_channels * mult, emb_dim, dropout, heads_at(res)))
+                ch = base_channels * mult
+                skip_channels.append(ch)
+            if level < len(channel_mults) - 1:
+                self.down.append(Downsample(ch))
+                skip_channels.append(ch)
+                res //= 2
+
+        self.mid = nn.ModuleList([
+            UNetBlock(ch, ch, emb_dim, dropout, num_heads),
+            UNetBlock(ch, ch, emb_dim, dropout, None),
+        ])
+
+        # Up path: num_res_blocks + 1 blocks per level, each eating one skip (concatenated on channels).
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mults))):
+            for _ in range(num_res_blocks + 1):
+                self.up.append(UNetBlock(ch + skip_channels.pop(), base_channels * mult, emb_dim, dropout,
+                                         heads_at(res)))
+                ch = base_channels * mult
+            if level > 0:
+                self.up.append(Upsample(ch))
+                res *= 2
+
+        self.norm_out = group_norm(ch)
+        self.conv_out = zero_init(nn.Conv2d(ch, out_channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ImgenError(
+                f"UNet expects images of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+        if x.shape[2] % self.downsample_factor or x.shape[3] % self.downsample_factor:
+            raise ImgenError(
+                f"UNet image height and width must be divisible by {self.downsample_factor} "
+                f"(2**(levels-1)), got {tuple(x.shape[2:])}; resize or pad the images"
+            )
+        emb = self.time_embed(as_time_batch(t, x.shape[0], x.device))
+        if self.label_embed is not None:
+            emb = emb + self.label_embed(cond, x.shape[0], x.device)
+
+        # channels_last lets oneDNN (CPU) and cuDNN run convs and GroupNorm without layout reorders.
+        h = self.conv_in(x.contiguous(memory_format=torch.channels_last))
+        skips = [h]
+        for block in self.down:
+            h = block(h) if isinstance(block, Downsample) else block(h, emb)
+            skips.append(h)
+        for block in self.mid:
+            h = block(h, emb)
+        for block in self.up:
+            if isinstance(block, Upsample):
+                h = block(h)
+            else:
+                h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return out.contiguous()
+
+
+def _validate(in_channels, out_channels, base_channels, channel_mults, num_res_blocks, attn_resolutions,
+              image_size, num_classes, dropout, num_heads):
+    def positive_int(name, v):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ImgenError(f"UNet {name} must be a positive integer, got {v!r}")
+
+    positive_int("in_channels", in_channels)
+    if out_channels is not None:
+        positive_int("out_channels", out_channels)
+    positive_int("base_channels", base_channels)
+    positive_int("num_res_blocks", num_res_blocks)
+    positive_int("image_size", image_size)
+    positive_int("num_heads", num_heads)
+    if num_classes is not None:
+        positive_int("num_classes", num_classes)
+    if not isinstance(channel_mults, (list, tuple)) or not channel_mults:
+        raise ImgenError(f"UNet channel_mults must be a non-empty list like (1, 2, 2), got {channel_mults!r}")
+    for m in channel_mults:
+        positive_int("channel_mults entries", m)
+    if not 0.0 <= dropout < 1.0:
+        raise ImgenError(f"UNet dropout must be in [0, 1), got {dropout!r}")
+    factor = 2 ** (len(channel_mults) - 1)
+    if image_size % factor:
+        raise ImgenError(
+            f"UNet image_size {image_size} is not divisible by 2**(levels-1) = {factor} for "
+            f"{len(channel_mults)} levels (channel_mults={tuple(channel_mults)}); use fewer levels or "
+            f"an image_size that is a multiple of {factor}"
+        )
+    resolutions = [image_size // 2**i for i in range(len(channel_mults))]
+    bad = [r for r in attn_resolutions if r not in resolutions]
+    if bad:
+        raise ImgenError(
+            f"UNet attn_resolutions {list(attn_resolutions)} include {bad}, which this net never reaches; "
+            f"its resolutions are {resolutions}"
+        )
+    for ch in {base_channels * m for m in channel_mults}:
+        if ch % num_heads:
+            raise ImgenError(
+                f"UNet width {ch} (base_channels * mult) is not divisible by num_heads={num_heads}; "
+                f"choose num_heads dividing every level's width"
+            )
+
+
+# Presets: named constructors (pass in_channels, image_size, num_classes, ... as needed). Their widths
+# grow toward low resolution, where a parameter costs few FLOPs (a 3x3 conv weight does H*W MACs per image),
+# and attention runs only at <= 8x8: that is what keeps training fast on a CPU.
+def unet_tiny(in_channels: int = 1, image_size: int = 8, **kw) -> UNet:
+    """~1.1M params; for 8x8 digits: levels at 8 and 4 pixels, attention at 4."""
+    kw = {"base_channels": 32, "channel_mults": (1, 2), "num_res_blocks": 2,
+          "attn_resolutions": (image_size // 2,), **kw}
+    return UNet(in_channels, image_size=image_size, **kw)
+
+
+def unet_small(in_channels: int = 3, image_size: int = 32, **kw) -> UNet:
+    """~6.6M params; the CPU default for 16-32 px images: 4 levels of 32/64/128/128 channels,
+    attention at image_size/4 (8x8 for 32 px) and in the middle block."""
+    kw = {"base_channels": 32, "channel_mults": (1, 2, 4, 4), "num_res_blocks": 2,
+          "attn_resolutions": (image_size // 4,), **kw}
+    return UNet(in_channels, image_size=image_size, **kw)
