@@ -24,6 +24,11 @@ from imgen.methods import build_method
 from imgen.model import build_net_from_config
 
 
+def _is_temp(path: Path) -> bool:
+    """A temp file of imgen.checkpoint's atomic writes (".NAME.XXXX.tmp")."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
 def resolve_config(config: Config, dataset) -> Config:
     """Fill the net options that follow from the data (channels, size, classes)."""
     d = config.to_dict()
@@ -115,7 +120,7 @@ class Trainer:
                 diff = [k for k in ("data", "net", "method") if saved.model_identity()[k] != self.config.model_identity()[k]]
                 raise ImgenError(f"--out {str(self.out)!r} holds a different model (its {', '.join(diff)} config differs); "
                                  "choose another --out directory, or delete it to start over")
-        elif self.out.exists() and any(self.out.iterdir()):
+        elif self.out.exists() and any(not _is_temp(p) for p in self.out.iterdir()):
             raise ImgenError(f"--out {str(self.out)!r} is not empty and holds no imgen model; choose an empty or new directory")
 
     def _resume(self):
@@ -129,10 +134,17 @@ class Trainer:
         self._truncate_log(self.step)
 
     def _truncate_log(self, step: int):
-        """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+        """Drop log lines written after the checkpoint we resume from (they will be written again), and a line
+        torn by a kill mid-write."""
         log = self.out / "log.jsonl"
         if log.exists():
-            keep = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+            keep = []
+            for line in log.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= step:
+                        keep.append(line)
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
             atomic_write_text(log, "".join(ln + "\n" for ln in keep))
 
     def save_checkpoint(self):
@@ -159,6 +171,9 @@ class Trainer:
     def fit(self) -> dict:
         t, data = self.config.train, self.config.data
         self.out.mkdir(parents=True, exist_ok=True)
+        for p in self.out.iterdir():  # temp files of a write that a kill interrupted
+            if _is_temp(p):
+                p.unlink()
         save_config(self.config, self.out / "config.json")
         infinite = bool(getattr(self.dataset, "infinite", False))
         self.net.train()

@@ -161,3 +161,21 @@ def test_image_folder_with_mixed_sizes_is_rejected_before_anything_is_written(tm
     cfg.train.steps = 2
     train(cfg, tmp_path / "m", progress=False)
     assert imgen.load(tmp_path / "m").sample(2, steps=2).shape == (2, 3, 8, 8)
+
+
+def test_a_torn_log_line_and_stale_temp_files_from_a_kill_do_not_block_the_rerun(tmp_path):
+    train(tiny_config(steps=4), tmp_path / "m", progress=False)
+    with (tmp_path / "m" / "log.jsonl").open("a") as f:
+        f.write('{"step": 5, "lo')  # killed mid-write
+    (tmp_path / "m" / ".model.safetensors.abc123.tmp").write_bytes(b"half")
+    train(tiny_config(steps=6), tmp_path / "m", progress=False)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+    assert not list((tmp_path / "m").glob(".*.tmp"))
+
+
+def test_a_kill_during_the_very_first_write_leaves_a_rerunnable_directory(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / ".config.json.xyz.tmp").write_text("{")
+    train(tiny_config(steps=2), tmp_path / "m", progress=False)
+    assert (tmp_path / "m" / "model.safetensors").exists()
