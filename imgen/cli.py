@@ -72,7 +72,7 @@ def cmd_sample(args) -> int:
     if len(model.shape) != 3:
         raise ImgenError("this model makes 2D points, not images; sample it from Python: imgen.load(DIR).sample(n)")
     x = model.sample(args.n, labels=_parse_labels(args.label), sampler=args.sampler, steps=args.steps,
-                     cfg=args.cfg, eta=args.eta, seed=args.seed, progress=True)
+                     cfg=args.cfg, eta=args.eta, seed=args.seed, grid=args.grid, progress=True)
     out = Path(args.out)
     if out.suffix.lower() == ".png":
         save_grid(x, out, scale=args.scale)
@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model_dir")
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--out", required=True, help="a .png path for a grid, or a folder for one PNG per sample")
-    s.add_argument("--sampler", help="ddpm, ddim or euler (default: the model's)")
+    s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint or langevin (default: the model's)")
+    s.add_argument("--grid", help="time grid: uniform, karras or logsnr (default: the model's)")
     s.add_argument("--steps", type=int, help="sampling steps (network evaluations)")
     s.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = none)")
     s.add_argument("--eta", type=float, help="DDIM eta in [0, 1]")

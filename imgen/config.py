@@ -51,8 +51,9 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
-    sampler: str = "euler"
+    sampler: str = "euler"  # a name from imgen.samplers.SAMPLERS
     steps: int = 25
+    grid: str = "uniform"  # time grid: uniform, karras or logsnr (imgen.schedules.make_grid)
     cfg: float = 1.0  # classifier-free guidance scale; 1 = none
     eta: float = 0.0
 

@@ -31,4 +31,4 @@ def digits_quality(model, n: int = 500, sampler: str = "euler", steps: int = 25,
     d_real.fill_diagonal_(float("inf"))
     d_samp = torch.cdist(torch.from_numpy(xs), real_t)
     ratio = float(d_samp.min(1).values.median() / d_real.min(1).values.median())
-    return {"svc_accuracy": acc, "nn_distance_ratio": ratio, "n": n, "sampler": sampler, "nfe": steps, "cfg": cfg}
+    return {"svc_accuracy": acc, "nn_distance_ratio": ratio, "n": n, "sampler": sampler, "steps": steps, "cfg": cfg}

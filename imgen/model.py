@@ -15,8 +15,8 @@ from imgen.errors import ImgenError
 from imgen.guidance import classifier_free
 from imgen.methods import build_method
 from imgen.nn import build_net
-from imgen.samplers import get_sampler
-from imgen.schedules import time_grid
+from imgen.samplers import get_sampler, initial_noise
+from imgen.schedules import make_grid
 
 
 def build_net_from_config(config: Config):
@@ -57,28 +57,31 @@ class Model:
 
     @torch.no_grad()
     def sample(self, n: int, labels=None, sampler: str | None = None, steps: int | None = None,
-               cfg: float | None = None, eta: float | None = None, seed: int = 0, noise: torch.Tensor | None = None,
-               progress: bool = False, callback=None) -> torch.Tensor:
-        """n samples (n, *shape) in [-1, 1]. Same seed, same machine -> same samples."""
+               cfg: float | None = None, eta: float | None = None, seed: int = 0, grid: str | None = None,
+               noise: torch.Tensor | None = None, progress: bool = False, callback=None) -> torch.Tensor:
+        """n samples (n, *shape) in [-1, 1] (points for 2D models). `steps` is the sampler's step count (NFE for
+        first-order samplers); unset options come from the model's config.sample. Same seed, same machine ->
+        same samples."""
         defaults = self.config.sample
         sampler = sampler or defaults.sampler
         steps = defaults.steps if steps is None else steps
         cfg = defaults.cfg if cfg is None else cfg
         eta = defaults.eta if eta is None else eta
+        grid = grid or defaults.grid
         if n < 1:
             raise ImgenError(f"n must be >= 1, got {n}")
         fn = get_sampler(sampler)
         if cfg != 1.0 and self.num_classes is None:
             raise ImgenError("classifier-free guidance needs a conditional model; this one is unconditional, use cfg=1")
         gen = torch.Generator().manual_seed(seed)
-        x = torch.randn((n, *self.shape), generator=gen) if noise is None else noise.clone()
+        den = self.method.denoiser(self.net)
+        ts = make_grid(den.schedule, steps, grid)
+        x = initial_noise(den.schedule, (n, *self.shape), ts, gen) if noise is None else noise.clone()
         label = self._labels(n, labels)
         cond = None if label is None else {"label": label, "drop": torch.zeros(n, dtype=torch.bool)}
-        den = self.method.denoiser(self.net)
         if cond is not None:
             den = classifier_free(den, cfg, cond, n)
         kwargs = {"eta": eta} if sampler == "ddim" else {}
-        ts = time_grid(steps)
         x = fn(den, x.to(self.device), ts, cond, generator=gen, callback=callback, progress=progress, **kwargs)
         return x.clamp(-1, 1) if len(self.shape) == 3 else x
 

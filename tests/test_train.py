@@ -179,3 +179,18 @@ def test_a_kill_during_the_very_first_write_leaves_a_rerunnable_directory(tmp_pa
     (tmp_path / "m" / ".config.json.xyz.tmp").write_text("{")
     train(tiny_config(steps=2), tmp_path / "m", progress=False)
     assert (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_a_trained_model_runs_with_every_sampler_and_grid(tmp_path):
+    from imgen.samplers import SAMPLERS
+
+    train(tiny_config(steps=2), tmp_path / "m", progress=False)
+    m = imgen.load(tmp_path / "m")
+    for name in SAMPLERS:
+        for grid in ("uniform", "karras", "logsnr"):
+            if name == "langevin" and grid == "uniform":  # t = 1 of rectified flow is pure noise: no finite sigma
+                with pytest.raises(ImgenError, match="annealed Langevin needs a finite noise level"):
+                    m.sample(2, sampler=name, steps=3, grid=grid)
+                continue
+            x = m.sample(2, labels=[0, 1], sampler=name, steps=3, grid=grid, seed=1)
+            assert x.shape == (2, 1, 8, 8) and torch.isfinite(x).all(), (name, grid)
