@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from imgen.errors import ImgenError
+from imgen.nn.dit import DiT, dit_s, dit_tiny
 from imgen.nn.layers import check_kwargs
 from imgen.nn.mlp import MLPDenoiser
 from imgen.nn.unet import UNet, unet_small, unet_tiny
 
-NETS = {"unet": UNet, "mlp": MLPDenoiser}
+NETS = {"unet": UNet, "dit": DiT, "mlp": MLPDenoiser}
 
 
 def build_net(name: str, **kwargs):
@@ -17,4 +18,4 @@ def build_net(name: str, **kwargs):
     return NETS[name](**kwargs)
 
 
-__all__ = ["NETS", "build_net", "UNet", "MLPDenoiser", "unet_tiny", "unet_small"]
+__all__ = ["NETS", "build_net", "UNet", "DiT", "MLPDenoiser", "unet_tiny", "unet_small", "dit_tiny", "dit_s"]

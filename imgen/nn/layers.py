@@ -1,12 +1,14 @@
-"""Building blocks shared by imgen's networks: embeddings, normalization, attention, residual blocks.
+"""Building blocks shared by imgen's networks: embeddings, normalization, attention, residual blocks,
+cross-attention, text conditioning with a learned null embedding, and DiT's adaLN-Zero helpers.
 
-Every block here is a plain module with one job, so nets compose them (U-Net today; DiT, cross-attention
-and adaLN-Zero blocks later). Nothing here knows about losses or noise schedules.
+Every block here is a plain module with one job, so nets (U-Net, DiT, ...) compose them. Nothing here
+knows about losses or noise schedules.
 """
 from __future__ import annotations
 
 import inspect
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +108,20 @@ def as_time_batch(t, batch_size: int, device) -> torch.Tensor:
     return t
 
 
+def drop_mask(cond: dict, batch_size: int, device) -> torch.Tensor | None:
+    """cond["drop"] checked as a bool (B,) tensor (True = use the null embedding), or None if absent."""
+    drop = cond.get("drop")
+    if drop is None:
+        return None
+    drop = torch.as_tensor(drop, device=device)
+    if drop.dtype != torch.bool or drop.shape != (batch_size,):
+        raise ImgenError(
+            f'cond["drop"] must be a bool tensor of shape ({batch_size},), got {drop.dtype} '
+            f"{tuple(drop.shape)}; True means 'use the null (unconditional) embedding'"
+        )
+    return drop
+
+
 class LabelEmbedding(nn.Module):
     """Class label -> (B, dim), with an extra learned *null* row used when the condition is dropped
     (classifier-free guidance, Ho & Salimans 2022): `cond["drop"]` True, or no `cond["label"]` at all."""
@@ -135,14 +151,8 @@ class LabelEmbedding(nn.Module):
                     f'and cond["drop"] (not a special label) to request the null embedding'
                 )
             idx = label.long()
-        drop = cond.get("drop")
+        drop = drop_mask(cond, batch_size, device)
         if drop is not None:
-            drop = torch.as_tensor(drop, device=device)
-            if drop.dtype != torch.bool or drop.shape != (batch_size,):
-                raise ImgenError(
-                    f'cond["drop"] must be a bool tensor of shape ({batch_size},), got {drop.dtype} '
-                    f"{tuple(drop.shape)}; True means 'use the null (unconditional) embedding'"
-                )
             idx = torch.where(drop, null, idx)
         return self.table(idx)
 
@@ -166,6 +176,26 @@ def zero_init(module: nn.Module) -> nn.Module:
     return module
 
 
+def multihead_attention(q, k, v, num_heads: int, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(d) + mask) V per head (Vaswani et al. 2017, eq. 1) via SDPA.
+    q (B, N, C), k and v (B, M, C), key_mask (B, M) bool with True = attend (a padding token is False).
+    Returns (B, N, C)."""
+    b, n, c = q.shape
+    m = k.shape[1]
+    split = lambda z, length: z.reshape(b, length, num_heads, c // num_heads).transpose(1, 2)  # noqa: E731
+    mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, M): broadcast over heads, queries
+    out = F.scaled_dot_product_attention(split(q, n), split(k, m), split(v, m), attn_mask=mask)
+    return out.transpose(1, 2).reshape(b, n, c)
+
+
+def _check_heads(channels: int, num_heads: int) -> None:
+    if channels % num_heads:
+        raise ImgenError(
+            f"attention with {channels} channels cannot be split into {num_heads} heads; "
+            f"choose num_heads dividing {channels}"
+        )
+
+
 class SelfAttention(nn.Module):
     """Pre-norm multi-head self-attention over the H*W positions of a feature map, with a residual
     connection and a zero-initialized output projection. Uses the fused
@@ -173,11 +203,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, channels: int, num_heads: int = 4):
         super().__init__()
-        if channels % num_heads:
-            raise ImgenError(
-                f"attention with {channels} channels cannot be split into {num_heads} heads; "
-                f"choose num_heads dividing {channels}"
-            )
+        _check_heads(channels, num_heads)
         self.num_heads = num_heads
         self.norm = group_norm(channels)
         self.qkv = nn.Linear(channels, 3 * channels)
@@ -186,9 +212,8 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, N, C); a view when x is channels_last
-        q, k, v = self.qkv(tokens).view(b, h * w, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, C/heads)
-        out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
+        q, k, v = self.qkv(tokens).chunk(3, dim=-1)
+        out = self.proj(multihead_attention(q, k, v, self.num_heads))
         return x + out.transpose(1, 2).view(b, c, h, w)
 
 
@@ -234,3 +259,160 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Attention over token sequences, cross-attention and text conditioning (text-to-image nets)
+# ---------------------------------------------------------------------------------------------------------
+class Attention(nn.Module):
+    """Multi-head self-attention on tokens (B, N, D) with an optional key padding mask; no norm and no
+    residual (the transformer block owns those, e.g. DiT's adaLN-Zero block)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        _check_heads(dim, num_heads)
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return self.proj(multihead_attention(q, k, v, self.num_heads, key_mask))
+
+
+class CrossAttention(nn.Module):
+    """Pre-norm cross-attention with a residual: queries from image tokens x (B, N, channels), keys and
+    values from context tokens (B, M, context_dim) such as text token embeddings (LDM, Rombach et al.
+    2022, sec. 3.3). `context_mask` (B, M) bool marks real tokens; padding (False) gets zero weight.
+    The output projection is zero-initialized, so the layer starts as the identity."""
+
+    def __init__(self, channels: int, context_dim: int, num_heads: int = 4):
+        super().__init__()
+        _check_heads(channels, num_heads)
+        self.num_heads = num_heads
+        self.norm = nn.LayerNorm(channels)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.proj = zero_init(nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None):
+        k, v = self.kv(context).chunk(2, dim=-1)
+        return x + self.proj(multihead_attention(self.q(self.norm(x)), k, v, self.num_heads, context_mask))
+
+
+def feature_map_cross_attention(attn: CrossAttention, x: torch.Tensor, context, context_mask) -> torch.Tensor:
+    """Apply a CrossAttention to a feature map (B, C, H, W) by treating its H*W positions as tokens."""
+    b, c, h, w = x.shape
+    tokens = attn(x.flatten(2).transpose(1, 2), context, context_mask)  # (B, H*W, C)
+    return tokens.transpose(1, 2).reshape(b, c, h, w)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x (B, N, D) * (1 + scale) + shift with per-sample (B, D) shift/scale (DiT, Peebles & Xie 2023)."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+def adaln_zero_modulation(dim: int, num_chunks: int) -> nn.Sequential:
+    """The adaLN-Zero regression of `num_chunks` (B, dim) vectors (shift, scale, gate, ...) from the
+    conditioning vector c (DiT sec. 3.2): zero-initialized, so every gate starts at 0 and each block is
+    the identity."""
+    adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, num_chunks * dim))
+    zero_init(adaLN_modulation[-1])
+    return adaLN_modulation
+
+
+class TextContext(NamedTuple):
+    """What TextConditioning hands a net: tokens (B, M, D_text) and mask (B, M) bool (None for a net that
+    reads only the pooled text), pooled (B, D_text)."""
+
+    tokens: torch.Tensor | None
+    mask: torch.Tensor | None
+    pooled: torch.Tensor
+
+
+class TextConditioning(nn.Module):
+    """Reads cond["text"] (B, L, D_text) float, cond["text_mask"] (B, L) bool (True = real token; optional,
+    default all real), cond["text_pooled"] (B, D_text) and cond["drop"] (B,) bool, and returns the
+    TextContext a net attends to. A dropped row, or a batch without text, gets the explicit *learned* null
+    embedding (classifier-free guidance, Ho & Salimans 2022): `num_null_tokens` null tokens and a null
+    pooled vector. The null tokens are appended after the caption tokens and the masks pick one or the
+    other per row, so a batch may mix dropped and kept rows (as CFG's stacked batch does).
+
+    AdaGN option: with `emb_dim` set, `add_pooled(emb, ctx)` adds a projection of the pooled text to a
+    net's time embedding, which every ResBlock turns into its GroupNorm scale and shift (Dhariwal & Nichol
+    2021, sec. 3.1; pooled-text conditioning as in Imagen / SD-XL). A net that reads only the pooled text
+    (DiT adaLN-Zero) passes num_null_tokens=0 and gets tokens = mask = None."""
+
+    def __init__(self, context_dim: int, emb_dim: int | None = None, num_null_tokens: int = 4):
+        super().__init__()
+        self.context_dim = context_dim
+        self.pooled_proj = nn.Linear(context_dim, emb_dim) if emb_dim else None
+        self.null_tokens = (nn.Parameter(torch.randn(num_null_tokens, context_dim) * 0.02)  # (L_null, D_text)
+                            if num_null_tokens else None)
+        self.null_pooled = nn.Parameter(torch.randn(context_dim) * 0.02)  # (D_text,)
+
+    def forward(self, cond: dict | None, batch_size: int, device, what: str = "net") -> TextContext:
+        cond = cond or {}
+        null_pooled = self.null_pooled.expand(batch_size, -1)
+        null_tokens = null_mask = None
+        if self.null_tokens is not None:
+            null_tokens = self.null_tokens.expand(batch_size, -1, -1)
+            null_mask = torch.ones(null_tokens.shape[:2], dtype=torch.bool, device=device)
+        text = cond.get("text")
+        if text is None:
+            if cond.get("text_pooled") is not None or cond.get("text_mask") is not None:
+                raise ImgenError(f'{what} got cond["text_pooled"]/cond["text_mask"] without cond["text"]; pass '
+                                 f"all three from encode_prompts, or none of them for the null condition")
+            return TextContext(null_tokens, null_mask, null_pooled)
+        text, mask, pooled = self._checked(cond, batch_size, device, what)
+        drop = drop_mask(cond, batch_size, device)
+        if drop is None:
+            drop = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        empty = ~mask.any(dim=1) & ~drop
+        if bool(empty.any()):
+            raise ImgenError(
+                f'cond["text_mask"] has no real token in row(s) {empty.nonzero().flatten().tolist()}; encode '
+                f'a non-empty prompt, or set cond["drop"] True there to use the null condition'
+            )
+        pooled = torch.where(drop[:, None], null_pooled, pooled.to(null_pooled.dtype))
+        if null_tokens is None:
+            return TextContext(None, None, pooled)
+        tokens = torch.cat([text.to(null_tokens.dtype), null_tokens], dim=1)  # (B, L + L_null, D_text)
+        mask = torch.cat([mask & ~drop[:, None], null_mask & drop[:, None]], dim=1)
+        return TextContext(tokens, mask, pooled)
+
+    def add_pooled(self, emb: torch.Tensor, ctx: TextContext) -> torch.Tensor:
+        """emb (B, emb_dim) + W pooled: the pooled text (or null pooled vector) joins the time embedding."""
+        return emb + self.pooled_proj(ctx.pooled)
+
+    def _checked(self, cond: dict, batch_size: int, device, what: str):
+        d = self.context_dim
+        text = torch.as_tensor(cond["text"], device=device)
+        if text.ndim != 3 or text.shape[0] != batch_size or text.shape[2] != d or not text.is_floating_point():
+            raise ImgenError(f'{what} expects cond["text"] float of shape ({batch_size}, L, {d}), got '
+                             f"{text.dtype} {tuple(text.shape)}; build the net with context_dim equal to "
+                             f"the text encoder's width")
+        mask = cond.get("text_mask")
+        if mask is None:
+            mask = torch.ones(text.shape[:2], dtype=torch.bool, device=device)
+        mask = torch.as_tensor(mask, device=device)
+        if mask.dtype != torch.bool or mask.shape != text.shape[:2]:
+            raise ImgenError(f'cond["text_mask"] must be a bool tensor of shape {tuple(text.shape[:2])} '
+                             f"(True = real token), got {mask.dtype} {tuple(mask.shape)}")
+        pooled = cond.get("text_pooled")
+        if pooled is None:
+            raise ImgenError(f'{what} got cond["text"] without cond["text_pooled"] ({batch_size}, {d}); pass '
+                             f"the pooled feature encode_prompts returns")
+        pooled = torch.as_tensor(pooled, device=device)
+        if pooled.shape != (batch_size, d) or not pooled.is_floating_point():
+            raise ImgenError(f'cond["text_pooled"] must be float of shape ({batch_size}, {d}), got '
+                             f"{pooled.dtype} {tuple(pooled.shape)}")
+        return text, mask, pooled
+
+
+def reject_text(cond: dict | None, what: str) -> None:
+    """Raise if a net built without context_dim is handed text conditioning (it would silently ignore it)."""
+    if cond and any(cond.get(k) is not None for k in ("text", "text_mask", "text_pooled")):
+        d = tuple(cond["text"].shape)[-1] if torch.is_tensor(cond.get("text")) else "D_text"
+        raise ImgenError(f'{what} was built without context_dim but got text conditioning (cond["text"]); '
+                         f"build it with context_dim={d} to use text, or leave the text keys out")

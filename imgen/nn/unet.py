@@ -4,8 +4,11 @@ resolutions, skip connections from each down-path block to the matching up-path 
 
 Forward: `net(x, t, cond=None)`; x (B, C, H, W), t (B,) continuous time in [0, 1], cond an optional dict
 with "label" int64 (B,) and "drop" bool (B,) (True = learned null embedding, for classifier-free
-guidance); an unconditional net (num_classes=None) ignores cond. The output has x's shape; the final
-conv is zero-initialized, so a fresh net outputs zeros.
+guidance); an unconditional net (num_classes=None) ignores cond["label"]. A text-conditioned net
+(context_dim set) also reads cond["text"] (B, L, context_dim), cond["text_mask"] (B, L) bool and
+cond["text_pooled"] (B, context_dim): cross-attention to the tokens (LDM, Rombach et al. 2022) and the
+pooled vector added to the time embedding (AdaGN); dropped rows use a learned null text embedding.
+The output has x's shape; the final conv is zero-initialized, so a fresh net outputs zeros.
 """
 from __future__ import annotations
 
@@ -19,31 +22,45 @@ from imgen.nn.layers import (
     Downsample,
     LabelEmbedding,
     ResBlock,
+    CrossAttention,
     SelfAttention,
+    TextConditioning,
     TimestepEmbedding,
     Upsample,
     as_time_batch,
+    feature_map_cross_attention,
     group_norm,
+    reject_text,
     zero_init,
 )
 
 
 class UNetBlock(nn.Module):
-    """A ResBlock, followed by self-attention when `num_heads` is given."""
+    """A ResBlock, followed by self-attention when `num_heads` is given, then cross-attention to the text
+    tokens when `context_dim` is given."""
 
-    def __init__(self, in_channels, out_channels, emb_dim, dropout, num_heads=None):
+    def __init__(self, in_channels, out_channels, emb_dim, dropout, num_heads=None, context_dim=None,
+                 cross_heads=4):
         super().__init__()
         self.res = ResBlock(in_channels, out_channels, emb_dim, dropout)
         self.attn = SelfAttention(out_channels, num_heads) if num_heads else None
+        if context_dim:
+            self.cross = CrossAttention(out_channels, context_dim, cross_heads)
 
-    def forward(self, x, emb):
+    def forward(self, x, emb, text=None):
         x = self.res(x, emb)
-        return self.attn(x) if self.attn is not None else x
+        if self.attn is not None:
+            x = self.attn(x)
+        if hasattr(self, "cross"):
+            x = feature_map_cross_attention(self.cross, x, text.tokens, text.mask)
+        return x
 
 
 class UNet(ConfigMixin, nn.Module):
     """U-Net denoiser. Resolution level i works at image_size / 2**i with base_channels *
-    channel_mults[i] channels; attention runs at the resolutions in `attn_resolutions` and in the middle."""
+    channel_mults[i] channels; attention runs at the resolutions in `attn_resolutions` and in the middle;
+    with context_dim set, cross-attention to text tokens runs at `cross_attn_resolutions` (default: the
+    attention resolutions) and in the middle."""
 
     name = "unet"
 
@@ -59,18 +76,27 @@ class UNet(ConfigMixin, nn.Module):
         num_classes: int | None = None,
         dropout: float = 0.0,
         num_heads: int = 4,
+        context_dim: int | None = None,
+        cross_attn_resolutions=None,
     ):
         super().__init__()
         self.save_config(locals())
         _validate(in_channels, out_channels, base_channels, channel_mults, num_res_blocks,
                   attn_resolutions, image_size, num_classes, dropout, num_heads)
+        _validate_text(context_dim, cross_attn_resolutions, image_size, len(channel_mults))
+        if cross_attn_resolutions is None:
+            cross_attn_resolutions = attn_resolutions
         out_channels = out_channels or in_channels
         self.in_channels, self.image_size = in_channels, image_size
         self.downsample_factor = 2 ** (len(channel_mults) - 1)
         emb_dim = 4 * base_channels
         self.time_embed = TimestepEmbedding(base_channels, emb_dim)
         self.label_embed = LabelEmbedding(num_classes, emb_dim) if num_classes else None
+        self.text_cond = TextConditioning(context_dim, emb_dim) if context_dim else None
         heads_at = lambda res: num_heads if res in attn_resolutions else None  # noqa: E731
+        context_at = lambda res: context_dim if res in cross_attn_resolutions else None  # noqa: E731
+        block = lambda cin, cout, res: UNetBlock(cin, cout, emb_dim, dropout, heads_at(res),  # noqa: E731
+                                                 context_at(res), num_heads)
 
         # Down path: every block's output is kept as a skip for the up path.
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
@@ -79,7 +105,7 @@ class UNet(ConfigMixin, nn.Module):
         ch, res = base_channels, image_size
         for level, mult in enumerate(channel_mults):
             for _ in range(num_res_blocks):
-                self.down.append(UNetBlock(ch, base_channels * mult, emb_dim, dropout, heads_at(res)))
+                self.down.append(block(ch, base_channels * mult, res))
                 ch = base_channels * mult
                 skip_channels.append(ch)
             if level < len(channel_mults) - 1:
@@ -88,7 +114,7 @@ class UNet(ConfigMixin, nn.Module):
                 res //= 2
 
         self.mid = nn.ModuleList([
-            UNetBlock(ch, ch, emb_dim, dropout, num_heads),
+            UNetBlock(ch, ch, emb_dim, dropout, num_heads, context_dim, num_heads),
             UNetBlock(ch, ch, emb_dim, dropout, None),
         ])
 
@@ -96,8 +122,7 @@ class UNet(ConfigMixin, nn.Module):
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mults))):
             for _ in range(num_res_blocks + 1):
-                self.up.append(UNetBlock(ch + skip_channels.pop(), base_channels * mult, emb_dim, dropout,
-                                         heads_at(res)))
+                self.up.append(block(ch + skip_channels.pop(), base_channels * mult, res))
                 ch = base_channels * mult
             if level > 0:
                 self.up.append(Upsample(ch))
@@ -119,20 +144,26 @@ class UNet(ConfigMixin, nn.Module):
         emb = self.time_embed(as_time_batch(t, x.shape[0], x.device))
         if self.label_embed is not None:
             emb = emb + self.label_embed(cond, x.shape[0], x.device)
+        text = None
+        if self.text_cond is not None:
+            text = self.text_cond(cond, x.shape[0], x.device, what="UNet")
+            emb = self.text_cond.add_pooled(emb, text)  # AdaGN: pooled text joins the time embedding
+        else:
+            reject_text(cond, "UNet")
 
         # channels_last lets oneDNN (CPU) and cuDNN run convs and GroupNorm without layout reorders.
         h = self.conv_in(x.contiguous(memory_format=torch.channels_last))
         skips = [h]
         for block in self.down:
-            h = block(h) if isinstance(block, Downsample) else block(h, emb)
+            h = block(h) if isinstance(block, Downsample) else block(h, emb, text)
             skips.append(h)
         for block in self.mid:
-            h = block(h, emb)
+            h = block(h, emb, text)
         for block in self.up:
             if isinstance(block, Upsample):
                 h = block(h)
             else:
-                h = block(torch.cat([h, skips.pop()], dim=1), emb)
+                h = block(torch.cat([h, skips.pop()], dim=1), emb, text)
         out = self.conv_out(F.silu(self.norm_out(h)))
         return out.contiguous()
 
@@ -178,6 +209,25 @@ def _validate(in_channels, out_channels, base_channels, channel_mults, num_res_b
                 f"UNet width {ch} (base_channels * mult) is not divisible by num_heads={num_heads}; "
                 f"choose num_heads dividing every level's width"
             )
+
+
+def _validate_text(context_dim, cross_attn_resolutions, image_size, levels):
+    if context_dim is not None and (not isinstance(context_dim, int) or isinstance(context_dim, bool)
+                                    or context_dim < 1):
+        raise ImgenError(f"UNet context_dim must be a positive integer (the text encoder's width), "
+                         f"got {context_dim!r}")
+    if cross_attn_resolutions is None:
+        return
+    if context_dim is None:
+        raise ImgenError("UNet cross_attn_resolutions needs context_dim (the text encoder's width); "
+                         "set context_dim or leave cross_attn_resolutions out")
+    resolutions = [image_size // 2**i for i in range(levels)]
+    bad = [r for r in cross_attn_resolutions if r not in resolutions]
+    if bad:
+        raise ImgenError(
+            f"UNet cross_attn_resolutions {list(cross_attn_resolutions)} include {bad}, which this net never "
+            f"reaches; its resolutions are {resolutions}"
+        )
 
 
 # Presets: named constructors (pass in_channels, image_size, num_classes, ... as needed). Their widths
