@@ -11,6 +11,7 @@ from pathlib import Path
 
 from imgen import __version__
 from imgen.errors import ImgenError
+from imgen.metrics.eval_cli import add_eval_arguments, run_eval
 
 
 def _config_from_args(name_or_path: str, overrides: list[str], steps: int | None, seed: int | None):
@@ -129,14 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_demo)
 
-    try:
-        from imgen.metrics.eval_cli import add_eval_arguments, run_eval
-    except ImportError:
-        pass
-    else:
-        s = sub.add_parser("eval", help="FID, KID, IS, precision/recall ... of generated images against a reference")
-        add_eval_arguments(s)
-        s.set_defaults(fn=run_eval)
+    s = sub.add_parser("eval", help="FID, KID, IS, precision/recall ... of generated images against a reference")
+    add_eval_arguments(s)
+    s.set_defaults(fn=run_eval)
     return p
 
 

@@ -1,0 +1,90 @@
+"""Evaluator networks: small CNN classifiers whose penultimate features define imgen's own feature spaces
+(`digits-eval`, `shapes-eval`) for FID/KID/precision-recall, and whose conv maps feed the perceptual distance.
+
+One module serves both: a stack of 3x3 conv layers, a feature layer, and one linear head per predicted attribute
+(digits: {"label": 10}; shapes: {"shape": .., "color": .., ...}). Inputs must already be at the net's native
+size and channel count; imgen.metrics.evaluators adapts other images.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ClassifierConfig:
+    in_channels: int = 1
+    image_size: int = 8
+    widths: tuple[int, ...] = (32, 64, 64)  # one 3x3 conv + GroupNorm + SiLU per entry
+    strides: tuple[int, ...] = (1, 1, 2)  # its stride (2 halves the size)
+    feature_dim: int = 128
+    heads: dict[str, int] = field(default_factory=lambda: {"label": 10})
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["widths"], d["strides"] = list(self.widths), list(self.strides)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClassifierConfig":
+        d = dict(d)
+        d["widths"], d["strides"] = tuple(d["widths"]), tuple(d["strides"])
+        return cls(**d)
+
+
+class ConvLayer(nn.Module):
+    """3x3 conv (optionally strided) + GroupNorm + SiLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+        self.norm = nn.GroupNorm(8, cout)
+
+    def forward(self, x):
+        return F.silu(self.norm(self.conv(x)))
+
+
+class EvaluatorClassifier(nn.Module):
+    def __init__(self, cfg: ClassifierConfig):
+        super().__init__()
+        self.cfg = cfg
+        chans = (cfg.in_channels,) + tuple(cfg.widths)
+        self.layers = nn.ModuleList(ConvLayer(chans[i], chans[i + 1], s) for i, s in enumerate(cfg.strides))
+        side = cfg.image_size
+        for s in cfg.strides:
+            side = (side - 1) // s + 1
+        self.to_features = nn.Linear(cfg.widths[-1] * side * side, cfg.feature_dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.heads = nn.ModuleDict({name: nn.Linear(cfg.feature_dim, n) for name, n in cfg.heads.items()})
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Activations after each conv layer, (N, C_i, H_i, W_i)."""
+        maps = []
+        for layer in self.layers:
+            x = layer(x)
+            maps.append(x)
+        return maps
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, feature_dim) penultimate features: the evaluator feature space."""
+        return F.silu(self.to_features(self.feature_maps(x)[-1].flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.dropout(self.features(x))
+        return {name: head(h) for name, head in self.heads.items()}
+
+
+def digits_classifier() -> EvaluatorClassifier:
+    """8x8 grayscale digit classifier (sklearn digits)."""
+    return EvaluatorClassifier(ClassifierConfig(in_channels=1, image_size=8, widths=(32, 64, 64), strides=(1, 1, 2),
+                                                feature_dim=128, heads={"label": 10}))
+
+
+def shapes_classifier(heads: dict[str, int]) -> EvaluatorClassifier:
+    """32x32 RGB attribute classifier for the procedural shapes scenes, one head per attribute."""
+    return EvaluatorClassifier(ClassifierConfig(in_channels=3, image_size=32, widths=(16, 32, 32, 64, 64),
+                                                strides=(1, 2, 1, 2, 2), feature_dim=128, heads=dict(heads)))
