@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     ckpt_every: int = 250
     log_every: int = 10
+    init_from: str = ""  # a model directory whose EMA weights initialise net and EMA (reflow, distillation); "" = random
 
 
 @dataclass

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, build
 
 
 class Schedule:
@@ -180,12 +180,7 @@ SCHEDULES = {"linear": VPLinear, "cosine": VPCosine, "rectified_flow": Rectified
 
 
 def build_schedule(name: str, **kwargs) -> Schedule:
-    if name not in SCHEDULES:
-        raise ImgenError(f"unknown schedule {name!r}; valid schedules: {', '.join(sorted(SCHEDULES))}")
-    try:
-        return SCHEDULES[name](**kwargs)
-    except TypeError as e:
-        raise ImgenError(f"bad options for schedule {name!r}: {e}") from None
+    return build(SCHEDULES, "schedule", name, **kwargs)
 
 
 def prior_std(schedule: Schedule, t) -> float:

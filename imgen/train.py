@@ -96,6 +96,8 @@ class Trainer:
         torch.manual_seed(t.seed)  # net init and dropout draw from the global RNG, whose state is checkpointed
         self.net = build_net_from_config(self.config)
         self.ema = build_net_from_config(self.config)
+        if t.init_from:
+            self._init_from(t.init_from)
         self.ema.load_state_dict(self.net.state_dict())
         self.ema.requires_grad_(False)
         self.method = build_method(self.config.method.name, **self.config.method.options)
@@ -122,6 +124,15 @@ class Trainer:
                                  "choose another --out directory, or delete it to start over")
         elif self.out.exists() and any(not _is_temp(p) for p in self.out.iterdir()):
             raise ImgenError(f"--out {str(self.out)!r} is not empty and holds no imgen model; choose an empty or new directory")
+
+    def _init_from(self, path: str):
+        """Start from another model's EMA weights (same net config), e.g. a reflow/distillation teacher."""
+        weights = Path(path) / "ema.safetensors"
+        try:
+            self.net.load_state_dict(load_tensors(weights))
+        except RuntimeError as e:
+            raise ImgenError(f"train.init_from={path!r}: its weights do not fit this net config ({e}); "
+                             "use the teacher's net config") from None
 
     def _resume(self):
         state, meta = load_tensors(self.out / "train_state.safetensors", with_metadata=True)

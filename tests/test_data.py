@@ -21,7 +21,7 @@ from imgen.errors import ImgenError
 # ---------------------------------------------------------------- the factory and the contract
 def test_list_datasets_names_every_dataset():
     assert set(list_datasets()) == {"shapes", "digits", "moons", "8gaussians", "swissroll", "checkerboard",
-                                    "mnist", "fashion-mnist", "cifar10", "folder"}
+                                    "mnist", "fashion-mnist", "cifar10", "folder", "pairs"}
 
 
 @pytest.mark.parametrize("name", ["shapes", "digits", "moons", "8gaussians", "swissroll", "checkerboard"])

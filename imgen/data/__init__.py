@@ -10,6 +10,7 @@ import inspect
 from imgen.data.base import ArrayDataset
 from imgen.data.builtin import digits
 from imgen.data.files import cifar10, fashion_mnist, image_folder, mnist
+from imgen.data.pairs import pairs
 from imgen.data.shapes import ShapesDataset
 from imgen.data.toys import ToyDataset, checkerboard, eight_gaussians, swiss_roll, two_moons
 from imgen.errors import ImgenError
@@ -25,6 +26,7 @@ DATASETS = {
     "fashion-mnist": fashion_mnist,
     "cifar10": cifar10,
     "folder": image_folder,
+    "pairs": pairs,  # reflow (noise, sample) couplings
 }
 
 

@@ -52,15 +52,18 @@ def median_bandwidth(x, y) -> float:
     return float(d[torch.triu(torch.ones_like(d, dtype=torch.bool), diagonal=1)].median())
 
 
-def mmd_rbf(x, y, bandwidth: float | None = None) -> float:
+def mmd_rbf(x, y, bandwidth: float | None = None, biased: bool = False) -> float:
     """Unbiased squared MMD (Gretton et al. 2012, eq. 3) with the RBF kernel k(a, b) = exp(-|a - b|^2 / (2 h^2)),
-    h the median pairwise distance unless given. ~0 (can be slightly negative) when x and y share a distribution."""
+    h the median pairwise distance unless given. ~0 (can be slightly negative) when x and y share a distribution.
+    biased=True gives the V-statistic (eq. 5), never negative, which suits ratios between models."""
     x, y = _pair(x, y)
     h = median_bandwidth(x, y) if bandwidth is None else float(bandwidth)
     if not h > 0:
         raise ImgenError(f"MMD bandwidth must be > 0, got {h}; the points may all coincide")
     k = lambda a, b: torch.exp(-torch.cdist(a, b) ** 2 / (2 * h * h))  # noqa: E731
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    if biased:
+        return float(kxx.mean() + kyy.mean() - 2 * kxy.mean())
     n, m = len(x), len(y)
     xx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
     yy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
