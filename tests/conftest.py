@@ -1,6 +1,8 @@
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from imgen.config import Config, DataConfig, MethodConfig, NetConfig, SampleConfig, TrainConfig
 
@@ -25,3 +27,18 @@ def tiny_config_file(tmp_path):
         path.write_text(json.dumps(tiny_config(steps, **train).to_dict()))
         return path
     return make
+
+
+def fit(method, net, data, steps: int, batch_size: int, lr: float, seed: int = 0) -> list[float]:
+    """A bare AdamW loop over `method.loss` (for tests of a loss alone, without the Trainer); the losses per step."""
+    opt = torch.optim.AdamW(net.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for step in range(steps):
+        batch = data.get(np.arange(step * batch_size, (step + 1) * batch_size) % len(data))
+        loss = method.loss(net, batch, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

@@ -4,6 +4,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
+from conftest import fit
 from imgen.data import load_dataset
 from imgen.errors import ImgenError
 from imgen.methods.cold import Blur, Mask, cold, sample_cold_improved, sample_cold_naive
@@ -107,16 +108,7 @@ def test_restoration_net_training_smoke_loss_falls_and_samples_have_the_right_sh
     data = load_dataset("digits")
     method = cold(degradation)
     net = UNet(1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=8)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    losses = []
-    for step in range(40):
-        batch = data.get(np.arange(step * 32, (step + 1) * 32) % len(data))
-        loss = method.loss(net, batch, gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(method, net, data, steps=40, batch_size=32, lr=3e-3)
     assert np.mean(losses[-10:]) < 0.75 * np.mean(losses[:10]), losses
     x1 = method.start(data.get(np.arange(8))["image"])
     for sampler in (sample_cold_naive, sample_cold_improved):
@@ -125,7 +117,7 @@ def test_restoration_net_training_smoke_loss_falls_and_samples_have_the_right_sh
 
 
 def test_bad_cold_inputs_name_the_fix():
-    with pytest.raises(ImgenError, match="valid: blur, mask"):
+    with pytest.raises(ImgenError, match="valid degradations: blur, mask"):
         cold("noise")
     with pytest.raises(ImgenError, match="blur_scale must be > 0"):
         cold("blur", blur_scale=0.0)

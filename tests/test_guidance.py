@@ -9,6 +9,7 @@ within 0.1 for n = 4000: ~4 standard errors plus DDIM's discretisation error); s
 import pytest
 import torch
 
+from conftest import fit
 from imgen.analytic import GaussianMixture
 from imgen.errors import ImgenError
 from imgen.guidance import classifier_guidance
@@ -114,24 +115,15 @@ def test_noisy_classifier_method_loss_falls_on_digits_and_needs_labels():
     data = load_dataset("digits")
     method = noisy_classifier("cosine")
     net = NoisyClassifier(1, 10, 8, base_channels=16)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    losses = []
-    for step in range(100):
-        batch = data.get(torch.arange(step * 64, (step + 1) * 64) % len(data))
-        loss = method.loss(net, batch, gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(method, net, data, steps=100, batch_size=64, lr=3e-3)
     assert losses[0] == pytest.approx(2.30, abs=0.15)  # log 10 at init
     assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20 - 0.05, losses  # measured 2.30 -> 2.19
     net.eval()
-    held_out = data.get(range(1000, 1500))
+    held_out, gen = data.get(range(1000, 1500)), torch.Generator().manual_seed(1)
     assert method.accuracy(net, held_out, 0.1, gen) > 0.6  # measured 0.86; chance 0.1
     assert method.accuracy(net, held_out, 1.0, gen) < 0.25  # x_1 is pure noise: nothing to read
     with pytest.raises(ImgenError, match="labelled"):
-        method.loss(net, {"image": batch["image"]})
+        method.loss(net, {"image": held_out["image"]})
 
 
 # ---- trained: unconditional digits DDPM + noise-aware classifier ------------------------------------------

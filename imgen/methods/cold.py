@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, build
 
 
 def _times(t, x: torch.Tensor) -> torch.Tensor:
@@ -105,12 +105,7 @@ DEGRADATIONS = {"blur": Blur, "mask": Mask}
 
 
 def build_degradation(name: str, **options):
-    if name not in DEGRADATIONS:
-        raise ImgenError(f"unknown cold-diffusion degradation {name!r}; valid: {', '.join(DEGRADATIONS)}")
-    try:
-        return DEGRADATIONS[name](**options)
-    except TypeError as e:
-        raise ImgenError(f"bad options for degradation {name!r}: {e}") from None
+    return build(DEGRADATIONS, "degradation", name, **options)
 
 
 class ColdDiffusion:
