@@ -73,7 +73,8 @@ def cmd_sample(args) -> int:
     if len(model.shape) != 3:
         raise ImgenError("this model makes 2D points, not images; sample it from Python: imgen.load(DIR).sample(n)")
     x = model.sample(args.n, labels=_parse_labels(args.label), sampler=args.sampler, steps=args.steps,
-                     cfg=args.cfg, eta=args.eta, seed=args.seed, grid=args.grid, progress=True)
+                     cfg=args.cfg, eta=args.eta, seed=args.seed, grid=args.grid, clip_x0=args.clip_x0,
+                     progress=True)
     out = Path(args.out)
     if out.suffix.lower() == ".png":
         save_grid(x, out, scale=args.scale)
@@ -120,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = none)")
     s.add_argument("--eta", type=float, help="DDIM eta in [0, 1]")
     s.add_argument("--label", help="class label, or comma-separated labels, one per sample")
+    s.add_argument("--no-clip-x0", dest="clip_x0", action="store_false", default=None,
+                   help="do not clip the predicted x0 to [-1, 1] at each step")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the grid PNG")
     s.set_defaults(fn=cmd_sample)

@@ -57,6 +57,7 @@ class SampleConfig:
     grid: str = "uniform"  # time grid: uniform, karras or logsnr (imgen.schedules.make_grid)
     cfg: float = 1.0  # classifier-free guidance scale; 1 = none
     eta: float = 0.0
+    clip_x0: bool = True  # images: clip the denoiser's x0_hat to [-1, 1] at every step
 
 
 @dataclass

@@ -143,3 +143,14 @@ class EDMDenoiser(Denoiser):
         t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
         a = _bcast(self.schedule.alpha(t), x)
         return self.denoise(x / a, self.schedule.edm_sigma(t), cond)
+
+
+class ClippedDenoiser(Denoiser):
+    """x0_hat clipped to the data range, e.g. [-1, 1] for images (DDPM's `clip_denoised`, diffusers' `clip_sample`).
+    It keeps an eps-model's early steps sane, where x0_hat = (x - sigma eps_hat) / alpha with alpha near 0."""
+
+    def __init__(self, inner: Denoiser, lo: float = -1.0, hi: float = 1.0):
+        self.inner, self.lo, self.hi, self.schedule = inner, lo, hi, inner.schedule
+
+    def __call__(self, x, t, cond=None):
+        return self.inner(x, t, cond).clamp(self.lo, self.hi)

@@ -11,6 +11,7 @@ import torch
 
 from imgen.checkpoint import load_tensors
 from imgen.config import Config, load_config
+from imgen.denoiser import ClippedDenoiser
 from imgen.errors import ImgenError
 from imgen.guidance import classifier_free
 from imgen.methods import build_method
@@ -58,7 +59,8 @@ class Model:
     @torch.no_grad()
     def sample(self, n: int, labels=None, sampler: str | None = None, steps: int | None = None,
                cfg: float | None = None, eta: float | None = None, seed: int = 0, grid: str | None = None,
-               noise: torch.Tensor | None = None, progress: bool = False, callback=None) -> torch.Tensor:
+               clip_x0: bool | None = None, noise: torch.Tensor | None = None, progress: bool = False,
+               callback=None) -> torch.Tensor:
         """n samples (n, *shape) in [-1, 1] (points for 2D models). `steps` is the sampler's step count (NFE for
         first-order samplers); unset options come from the model's config.sample. Same seed, same machine ->
         same samples."""
@@ -68,6 +70,7 @@ class Model:
         cfg = defaults.cfg if cfg is None else cfg
         eta = defaults.eta if eta is None else eta
         grid = grid or defaults.grid
+        clip_x0 = defaults.clip_x0 if clip_x0 is None else clip_x0
         if n < 1:
             raise ImgenError(f"n must be >= 1, got {n}")
         fn = get_sampler(sampler)
@@ -81,6 +84,8 @@ class Model:
         cond = None if label is None else {"label": label, "drop": torch.zeros(n, dtype=torch.bool)}
         if cond is not None:
             den = classifier_free(den, cfg, cond, n)
+        if clip_x0 and len(self.shape) == 3:  # images live in [-1, 1]; 2D toy points are not clipped
+            den = ClippedDenoiser(den)
         kwargs = {"eta": eta} if sampler == "ddim" else {}
         x = fn(den, x.to(self.device), ts, cond, generator=gen, callback=callback, progress=progress, **kwargs)
         return x.clamp(-1, 1) if len(self.shape) == 3 else x

@@ -175,3 +175,16 @@ def test_score_from_any_denoiser_is_the_gaussian_score():
     a, s = sched.alpha(t), sched.sigma(t)
     expected = -(x - a * mu) @ torch.linalg.inv(a**2 * cov + s**2 * torch.eye(2, dtype=torch.float64))
     torch.testing.assert_close(den.score(x, t, den(x, t)), expected)
+
+
+def test_clipped_denoiser_keeps_x0_hat_in_the_image_range_and_the_schedule():
+    from imgen.denoiser import ClippedDenoiser, FunctionDenoiser
+
+    sched = build_schedule("cosine")
+    wild = FunctionDenoiser(lambda x, t, cond=None: 5 * x, sched)
+    clipped = ClippedDenoiser(wild)
+    x = torch.linspace(-1, 1, 11).reshape(1, 1, 1, 11)
+    out = clipped(x, 0.5)
+    assert clipped.schedule is sched
+    assert out.min() == -1 and out.max() == 1
+    torch.testing.assert_close(out[..., 5], 5 * x[..., 5])  # inside the range: untouched
