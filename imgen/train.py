@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from imgen.checkpoint import atomic_write_text, load_tensors, save_tensors
-from imgen.config import Config, config_from_dict, save_config
+from imgen.config import Config, config_from_dict, load_config, save_config
 from imgen.errors import ImgenError
 from imgen.methods import build_method
 from imgen.model import build_net_from_config
@@ -111,8 +111,6 @@ class Trainer:
     def _check_out_dir(self):
         cfg_path = self.out / "config.json"
         if cfg_path.exists():
-            from imgen.config import load_config
-
             try:
                 saved = load_config(cfg_path)
             except ImgenError as e:

@@ -42,3 +42,16 @@ def fit(method, net, data, steps: int, batch_size: int, lr: float, seed: int = 0
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+def overfit_eps(net, x_t, t, eps, cond=None, steps: int = 50, lr: float = 2e-3) -> list[float]:
+    """Adam on the eps-prediction MSE of one fixed batch (a net's overfit check); the losses per step."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = ((net(x_t, t, cond) - eps) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

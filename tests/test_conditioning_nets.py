@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import overfit_eps
 from imgen.errors import ImgenError
 from imgen.nn import NETS, DiT, UNet, build_net, dit_s, dit_tiny, unet_small
 from imgen.nn.dit import CONDITIONINGS, sincos_pos_embed_2d
@@ -241,14 +242,7 @@ def test_dit_overfits_a_fixed_text_conditioned_batch(conditioning):
     a, s = torch.cos(t * math.pi / 2).view(-1, 1, 1, 1), torch.sin(t * math.pi / 2).view(-1, 1, 1, 1)
     x_t = a * x0 + s * eps
     cond = text_cond(8, length=6, lengths=[6, 5, 4, 3, 6, 2, 1, 6], seed=4)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(50):
-        loss = ((net(x_t, t, cond) - eps) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = overfit_eps(net, x_t, t, eps, cond, lr=3e-3)
     assert losses[0] == pytest.approx(eps.pow(2).mean().item())  # zero output at init
     assert losses[-1] < 0.6 * losses[0]
 

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from conftest import overfit_eps
 from imgen.errors import ImgenError
 from imgen.nn import NETS, MLPDenoiser, UNet, build_net, unet_small, unet_tiny
 from imgen.nn.layers import LabelEmbedding, SelfAttention, timestep_embedding
@@ -162,14 +163,7 @@ def test_overfits_a_fixed_noise_prediction_batch(make, x):
     eps, t = torch.randn(x.shape, generator=g), torch.rand(x.shape[0], generator=g)
     x_t = torch.cos(t * math.pi / 2).view(-1, *[1] * (x.ndim - 1)) * x + torch.sin(
         t * math.pi / 2).view(-1, *[1] * (x.ndim - 1)) * eps
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(50):
-        loss = ((net(x_t, t) - eps) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = overfit_eps(net, x_t, t, eps, lr=2e-3)
     assert losses[0] == pytest.approx(eps.pow(2).mean().item())  # zero output at init
     assert losses[-1] < 0.5 * losses[0]
 
