@@ -1,4 +1,4 @@
-"""`imgen` command line: presets, train, sample, eval, demo.
+"""`imgen` command line: presets, train, sample, generate, eval, demo.
 
 Bad input ends with one line `imgen: error: ...` naming the problem and the fix (exit code 2).
 """
@@ -85,6 +85,48 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def resolve_model(name_or_dir: str | None) -> Path:
+    """A model directory, or the name of a model shipped in imgen/pretrained/models."""
+    from imgen.pretrained import DEFAULT_TEXT_MODEL, SHIPPED_MODELS, resolve_model_path
+
+    name_or_dir = name_or_dir or DEFAULT_TEXT_MODEL
+    path = resolve_model_path(name_or_dir)
+    if not path.is_dir():
+        raise ImgenError(f"--model {name_or_dir!r} is neither a shipped model ({', '.join(SHIPPED_MODELS)}) "
+                         f"nor a model directory; train one with `imgen train shapes-t2i --out DIR`")
+    return path
+
+
+def cmd_generate(args) -> int:
+    import warnings
+
+    from imgen.images import save_grid, save_pngs
+    from imgen.model import load
+
+    if args.n < 1:
+        raise ImgenError(f"--n must be >= 1, got {args.n}")
+    if args.steps is not None and args.steps < 1:
+        raise ImgenError(f"--steps must be >= 1, got {args.steps}")
+    if not args.prompt.strip() and not args.unconditional:
+        raise ImgenError("the prompt is empty; describe an image (e.g. \"a red circle in the top left\"), or pass "
+                         "--unconditional to sample the model without text")
+    model = load(resolve_model(args.model))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x = model.generate([args.prompt or "-"], n=args.n, negative=args.negative, unconditional=args.unconditional,
+                           sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed)
+    for w in caught:
+        print(f"imgen: warning: {w.message}", file=sys.stderr)
+    out = Path(args.out)
+    if out.suffix.lower() == ".png":
+        save_grid(x, out, scale=args.scale)
+        print(f"wrote {args.n} image(s) for {args.prompt!r} to {out}")
+    else:
+        save_pngs(x, out)
+        print(f"wrote {args.n} PNGs for {args.prompt!r} to {out}/")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from imgen.demo import run_demo
 
@@ -126,6 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the grid PNG")
     s.set_defaults(fn=cmd_sample)
+
+    s = sub.add_parser("generate", help="images from a text prompt with a text-to-image model")
+    s.add_argument("prompt", help='what to draw, e.g. "a red circle in the top left"')
+    s.add_argument("--model", help="a shipped model name or a model directory (default: the shipped shapes model)")
+    s.add_argument("--out", required=True, help="a .png path (grid of the --n images) or a folder for one PNG each")
+    s.add_argument("--n", type=int, default=1, help="number of images")
+    s.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = none; default: the model's)")
+    s.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint (default: the model's)")
+    s.add_argument("--negative", help="a negative prompt: guidance steers away from it instead of from no text")
+    s.add_argument("--unconditional", action="store_true", help="ignore the prompt; sample without text")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the grid PNG")
+    s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("demo", help="train a small model on built-in data and write a report")
     s.add_argument("--out", default="imgen-demo", help="folder for the model and the report")

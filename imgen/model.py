@@ -16,6 +16,7 @@ from imgen.errors import ImgenError
 from imgen.guidance import classifier_free
 from imgen.methods import build_method
 from imgen.nn import build_net
+from imgen.nn.text import check_prompts
 from imgen.samplers import get_sampler, initial_noise
 from imgen.schedules import make_grid
 
@@ -30,11 +31,15 @@ def build_net_from_config(config: Config):
 class Model:
     """A network, the method that trained it, and its config. Samples with any sampler on the denoiser interface."""
 
-    def __init__(self, config: Config, net: torch.nn.Module, device: str = "cpu"):
+    def __init__(self, config: Config, net: torch.nn.Module, device: str = "cpu", root: str | Path | None = None):
         self.config, self.net, self.device = config, net.to(device).eval(), device
         self.method = build_method(config.method.name, **config.method.options)
+        if hasattr(self.method, "bind"):  # a latent model loads the autoencoder stored in its directory `root`
+            self.method.bind(root)
+        self.latent = hasattr(self.method, "decode")  # samples are latents, decoded to pixels at the end
         opts = config.net.options
         self.num_classes = opts.get("num_classes")
+        self.is_text = config.net.name == "text2img"
         if config.net.name == "mlp":
             self.shape = (opts.get("dim", 2),)
         else:
@@ -60,10 +65,12 @@ class Model:
     def sample(self, n: int, labels=None, sampler: str | None = None, steps: int | None = None,
                cfg: float | None = None, eta: float | None = None, seed: int = 0, grid: str | None = None,
                clip_x0: bool | None = None, noise: torch.Tensor | None = None, progress: bool = False,
-               callback=None) -> torch.Tensor:
-        """n samples (n, *shape) in [-1, 1] (points for 2D models). `steps` is the sampler's step count (NFE for
-        first-order samplers); unset options come from the model's config.sample. Same seed, same machine ->
-        same samples."""
+               callback=None, cond: dict | None = None, negative: dict | None = None) -> torch.Tensor:
+        """n samples (n, *shape) in [-1, 1] (points for 2D models; a latent model's are decoded to pixels).
+        `steps` is the sampler's step count (NFE for first-order samplers); unset options come from the model's
+        config.sample. Same seed, same machine -> same samples. `cond` is a ready condition dict (e.g. from
+        `generate`), `negative` the one classifier-free guidance pushes away from (default: the learned null
+        condition)."""
         defaults = self.config.sample
         sampler = sampler or defaults.sampler
         steps = defaults.steps if steps is None else steps
@@ -73,27 +80,76 @@ class Model:
         clip_x0 = defaults.clip_x0 if clip_x0 is None else clip_x0
         if n < 1:
             raise ImgenError(f"n must be >= 1, got {n}")
+        if hasattr(self.method, "sample"):  # a method with its own sampler, off the Gaussian path (cold diffusion)
+            if cfg != 1.0:
+                raise ImgenError(f"{self.config.method.name} has no classifier-free guidance; use cfg=1")
+            label = self._labels(n, labels)
+            if cond is None and label is not None:
+                cond = {"label": label, "drop": torch.zeros(n, dtype=torch.bool)}
+            x = self.method.sample(self.net, (n, *self.shape), cond, steps, torch.Generator().manual_seed(seed),
+                                   sampler=sampler, callback=callback, progress=progress)
+            return x.clamp(-1, 1)
         fn = get_sampler(sampler)
-        if cfg != 1.0 and self.num_classes is None:
+        if cfg != 1.0 and self.num_classes is None and not self.is_text:
             raise ImgenError("classifier-free guidance needs a conditional model; this one is unconditional, use cfg=1")
+        if not cfg >= 0:
+            raise ImgenError(f"guidance scale cfg must be >= 0 (1 = none), got {cfg}")
         gen = torch.Generator().manual_seed(seed)
         den = self.method.denoiser(self.net)
         ts = make_grid(den.schedule, steps, grid)
         x = initial_noise(den.schedule, (n, *self.shape), ts, gen) if noise is None else noise.clone()
-        label = self._labels(n, labels)
-        cond = None if label is None else {"label": label, "drop": torch.zeros(n, dtype=torch.bool)}
+        if cond is None:
+            if self.is_text:
+                raise ImgenError("this is a text-to-image model; use generate(prompts) (CLI: imgen generate)")
+            label = self._labels(n, labels)
+            cond = None if label is None else {"label": label, "drop": torch.zeros(n, dtype=torch.bool)}
         if cond is not None:
-            den = classifier_free(den, cfg, cond, n)
-        if clip_x0 and len(self.shape) == 3:  # images live in [-1, 1]; 2D toy points are not clipped
+            den = classifier_free(den, cfg, cond, n, negative)
+        if clip_x0 and len(self.shape) == 3 and not self.latent:  # images live in [-1, 1]; latents and 2D points do not
             den = ClippedDenoiser(den)
         kwargs = {"eta": eta} if sampler == "ddim" else {}
         x = fn(den, x.to(self.device), ts, cond, generator=gen, callback=callback, progress=progress, **kwargs)
+        if self.latent:
+            x = self.method.decode(x)  # LDM: sample the latent, decode it to pixels
         return x.clamp(-1, 1) if len(self.shape) == 3 else x
 
 
+    @torch.no_grad()
+    def generate(self, prompts, n: int = 1, negative: str | None = None, unconditional: bool = False,
+                 **kwargs) -> torch.Tensor:
+        """Images for text prompts: (len(prompts) * n, C, H, W) in [-1, 1], the n images of each prompt together.
+        `negative` is a prompt classifier-free guidance steers away from (instead of the null text);
+        `unconditional=True` ignores the prompts and samples the learned null condition. Other keyword
+        arguments (sampler, steps, cfg, seed, eta, grid, ...) are those of `sample`."""
+        if not self.is_text:
+            raise ImgenError(f"this model ({self.config.net.name}, {self.config.data.name}) is not text-conditional; "
+                             f"use sample() (CLI: imgen sample), or load a text-to-image model")
+        if not isinstance(n, int) or n < 1:
+            raise ImgenError(f"n (images per prompt) must be a positive integer, got {n!r}")
+        if unconditional:
+            count = n * (len(prompts) if isinstance(prompts, (list, tuple)) and prompts else 1)
+            cond = {"drop": torch.ones(count, dtype=torch.bool)}
+            return self.sample(count, cond=cond, **{**kwargs, "cfg": 1.0})
+        prompts = check_prompts(prompts)
+        texts = [p for p in prompts for _ in range(n)]
+        enc = self.net.encode(texts + ([negative] * len(texts) if negative is not None else []))
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        count = len(texts)
+        cond = {k: v[:count] for k, v in enc.items()}
+        cond["drop"] = torch.zeros(count, dtype=torch.bool, device=self.device)
+        neg = None
+        if negative is not None:
+            neg = {k: v[count:] for k, v in enc.items()}
+            neg["drop"] = torch.zeros(count, dtype=torch.bool, device=self.device)
+        return self.sample(count, cond=cond, negative=neg, **kwargs)
+
+
 def load(path: str | Path, device: str = "cpu", weights: str = "ema") -> Model:
-    """Load a model directory written by `imgen train` (EMA weights by default)."""
-    path = Path(path)
+    """Load a model directory written by `imgen train` (EMA weights by default), or a shipped model by name
+    (e.g. "shapes-latent-t2i", see imgen.pretrained)."""
+    from imgen.pretrained import resolve_model_path
+
+    path = resolve_model_path(path)
     if not (path / "config.json").is_file():
         raise ImgenError(f"{str(path)!r} is not a model directory (no config.json); train one with `imgen train`")
     if weights not in ("ema", "model"):
@@ -105,4 +161,4 @@ def load(path: str | Path, device: str = "cpu", weights: str = "ema") -> Model:
         net.load_state_dict(state)
     except RuntimeError as e:
         raise ImgenError(f"{weights}.safetensors in {str(path)!r} does not match its config.json ({e})") from None
-    return Model(config, net, device)
+    return Model(config, net, device, root=path)

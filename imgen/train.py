@@ -22,6 +22,8 @@ from imgen.config import Config, config_from_dict, load_config, save_config
 from imgen.errors import ImgenError
 from imgen.methods import build_method
 from imgen.model import build_net_from_config
+from imgen.nn.text import SPECIAL_TOKENS, Tokenizer
+from imgen.data.base import caption_corpus
 
 
 def _is_temp(path: Path) -> bool:
@@ -33,12 +35,30 @@ def resolve_config(config: Config, dataset) -> Config:
     """Fill the net options that follow from the data (channels, size, classes)."""
     d = config.to_dict()
     opts = d["net"]["options"]
+    channels, size, method_opts = dataset.channels, dataset.image_size, d["method"]["options"]
+    if config.method.name == "latent":  # the net denoises the autoencoder's latents (imgen.methods.latent)
+        from imgen.methods.latent import autoencoder_shape
+
+        channels, size = autoencoder_shape(method_opts.get("autoencoder", ""), dataset)
+        method_opts = method_opts.get("method_options") or {}
     if config.net.name == "mlp":
         opts.setdefault("dim", 2)
     else:
-        opts.setdefault("in_channels", dataset.channels)
-        opts.setdefault("image_size", dataset.image_size)
-    if getattr(dataset, "num_classes", None) and d["method"]["options"].get("cond_drop", 0.1) < 1.0:
+        opts.setdefault("in_channels", channels)
+        opts.setdefault("image_size", size)
+    if config.net.name == "text2img":  # conditioned on captions, not class labels
+        if opts.get("encoder_init"):  # a pretrained CLIP text tower: its vocabulary and architecture
+            from imgen.nn.text2img import clip_text_options
+
+            if not Path(opts["encoder_init"]).is_dir():
+                raise ImgenError(f"net.options.encoder_init={opts['encoder_init']!r} is not a directory; give a CLIP "
+                                 f"directory written by CLIP.save (e.g. from imgen.methods.clip.train_clip)")
+            opts["encoder_init"] = str(Path(opts["encoder_init"]).resolve())
+            opts.update(clip_text_options(opts["encoder_init"]))
+        elif opts.get("encoder", "transformer") == "transformer" and not opts.get("vocab"):
+            opts["vocab"] = Tokenizer.from_corpus(caption_corpus(dataset)).itos[len(SPECIAL_TOKENS):]
+    elif (getattr(dataset, "num_classes", None) and method_opts.get("cond_drop", 0.1) < 1.0
+          and config.net.name != "autoencoder"):
         opts.setdefault("num_classes", dataset.num_classes)
     return config_from_dict(d)
 
@@ -184,6 +204,8 @@ class Trainer:
             if _is_temp(p):
                 p.unlink()
         save_config(self.config, self.out / "config.json")
+        if hasattr(self.method, "bind"):  # e.g. a latent method copies its autoencoder into the model directory
+            self.method.bind(self.out, self.dataset)
         infinite = bool(getattr(self.dataset, "infinite", False))
         self.net.train()
         log = (self.out / "log.jsonl").open("a")

@@ -127,3 +127,27 @@ def test_bad_cold_inputs_name_the_fix():
         Blur()(X0, 1.5)
     with pytest.raises(ImgenError, match="image dataset"):
         cold("mask").loss(None, {"x": torch.zeros(4, 2)})
+
+
+def test_cold_preset_trains_and_samples_from_the_command_line(tmp_path, capsys):
+    """`imgen train digits-cold-blur` + `imgen sample`: Model.sample hands a cold model to its own Algorithm 2/1."""
+    from PIL import Image
+
+    import imgen
+    from imgen.cli import main
+
+    small = ["--set", "net.options.base_channels=8", "--set", "net.options.num_res_blocks=1",
+             "--set", "data.batch_size=16", "--set", "train.ckpt_every=3"]
+    assert main(["train", "digits-cold-blur", "--out", str(tmp_path / "m"), "--steps", "3", "--quiet", *small]) == 0
+    assert main(["sample", str(tmp_path / "m"), "--n", "4", "--label", "1,2,3,4", "--steps", "5",
+                 "--out", str(tmp_path / "g.png"), "--scale", "1"]) == 0
+    assert Image.open(tmp_path / "g.png").size == (2 * 9 + 1, 2 * 9 + 1)
+    model = imgen.load(tmp_path / "m")
+    a = model.sample(6, labels=[7] * 6, steps=4, seed=1)
+    torch.testing.assert_close(a, model.sample(6, labels=[7] * 6, steps=4, seed=1))  # same seed, same samples
+    assert a.shape == (6, 1, 8, 8) and float(a.std(0).mean()) > 0  # the start colour varies between samples
+    assert model.sample(2, labels=[3, 3], sampler="naive", steps=4).shape == (2, 1, 8, 8)
+    assert main(["sample", str(tmp_path / "m"), "--sampler", "ddim", "--out", str(tmp_path / "x.png")]) == 2
+    assert "valid: naive, improved" in capsys.readouterr().err
+    with pytest.raises(ImgenError, match="no classifier-free guidance"):
+        model.sample(2, cfg=3.0)

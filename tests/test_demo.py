@@ -1,5 +1,5 @@
-"""The main job end to end: `imgen demo` trains the digits-flow preset from scratch and writes a report
-whose samples a classifier we did not write (scikit-learn's SVC on real digits) reads as the requested digit."""
+"""The main job end to end: `imgen demo` trains a text-to-image model from scratch on shapes and writes a report
+whose held-out-prompt samples the shapes evaluator reads as the prompt says (the issue's 70% bar)."""
 import json
 import re
 import subprocess
@@ -9,16 +9,17 @@ import pytest
 
 
 @pytest.mark.slow
-def test_demo_trains_a_digits_model_that_an_svc_reads_correctly(tmp_path):
+def test_demo_trains_a_text_to_image_model_that_follows_held_out_prompts(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run([sys.executable, "-m", "imgen", "demo", "--out", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "demo report:" in proc.stdout
     data = json.loads((out / "report.json").read_text())
-    euler = next(r for r in data["metrics"] if r["sampler"] == "euler")
-    assert euler["NFE"] <= 25
-    assert euler["SVC accuracy"] >= 0.97  # 500 samples, no guidance
-    assert euler["NN distance ratio (>=0.5: not copies)"] >= 0.5
+    rows = {r["guidance scale"]: r for r in data["metrics"]}
+    guided = rows[max(rows)]
+    assert guided["NFE"] <= 50
+    assert guided["shape+colour"] >= 0.70
+    assert guided["shape+colour"] > rows[1.0]["shape+colour"]  # guidance raises adherence
     html = (out / "report.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', html)
     assert len(images) >= 4 and all((out / name).is_file() for name in images)

@@ -48,7 +48,8 @@ def test_pairs_are_deterministic_ode_couplings_and_round_trip(teacher_dir, tmp_p
     model = imgen.load(teacher_dir)
     a = make_reflow_pairs(model, 64, steps=20, sampler="heun", seed=3, batch=25, path=tmp_path / "p.safetensors")
     b = make_reflow_pairs(model, 64, steps=20, sampler="heun", seed=3, batch=64)
-    assert torch.equal(a.noise, b.noise) and torch.equal(a.sample, b.sample)  # batching does not change the pairs
+    assert torch.equal(a.noise, b.noise)  # batching does not change the pairs (up to float matmul, whose
+    torch.testing.assert_close(a.sample, b.sample, rtol=1e-5, atol=1e-5)  # result may depend on the batch size)
     c = make_reflow_pairs(model, 64, steps=20, sampler="heun", seed=4)
     assert not torch.equal(a.noise, c.noise)
     # each sample is the ODE solution of its own noise

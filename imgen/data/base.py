@@ -126,3 +126,15 @@ class ArrayDataset:
         if self.captions is not None:
             out["caption"] = [self.captions[i] for i in idx]
         return out
+
+
+def caption_corpus(dataset, n: int = 4096) -> list[str]:
+    """The captions of the first `n` items (all of a smaller dataset), e.g. to build a tokenizer's vocabulary."""
+    idx = np.arange(n if getattr(dataset, "infinite", False) else min(n, len(dataset)))
+    if hasattr(dataset, "captions") and callable(dataset.captions):
+        return list(dataset.captions(idx))
+    captions = dataset.get(idx).get("caption")
+    if captions is None:
+        raise ImgenError(f"dataset {getattr(dataset, 'name', dataset)!r} has no captions, so it cannot train a "
+                         "text-to-image model; use 'shapes' or an image folder with captions.jsonl")
+    return list(captions)

@@ -289,10 +289,18 @@ class ShapesDataset:
         return sample_scene_attributes(self.seed, as_index(idx, None, self.name), self.split, self.max_objects,
                                        self.templates)
 
+    def captions(self, idx) -> list[str]:
+        """The captions of items `idx`, without rendering the images."""
+        return self._captions(self.attributes(idx))
+
+    @staticmethod
+    def _captions(a: dict) -> list[str]:
+        return [make_caption({k: a[k][i] for k in ATTRIBUTES}, int(a["template"][i]), int(a["variant"][i]))
+                for i in range(len(a["shape"]))]
+
     def get(self, idx) -> dict:
         a = self.attributes(idx)
         image = render_scenes(a, self.image_size, a["offset"], self.supersample)
-        captions = [make_caption({k: a[k][i] for k in ATTRIBUTES}, int(a["template"][i]), int(a["variant"][i]))
-                    for i in range(len(a["shape"]))]
+        captions = self._captions(a)
         attrs = {k: torch.from_numpy(a[k]) for k in ATTRIBUTES}
         return {"image": image, "label": attrs["shape"].clone(), "caption": captions, "attrs": attrs}

@@ -7,7 +7,8 @@ every pixel the mask value). A restoration net R(x_t, t) ~ x0 is trained with ||
 Why these do not go through imgen's denoiser interface and samplers: those assume a Gaussian path
 x_t = alpha(t) x0 + sigma(t) eps, from which eps_hat, the score and the probability-flow ODE follow. A blur
 or a mask has no eps and no alpha/sigma: x_t is a deterministic function of x0, so the sampler must apply D
-itself to the estimate (Algorithms 1 and 2 below). Hence a degradation object and two sample functions here.
+itself to the estimate (Algorithms 1 and 2 below). Hence a degradation object and two sample functions here,
+and `ColdDiffusion.sample`, which `imgen.Model.sample` (so `imgen sample DIR`) calls for a cold model.
 """
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from tqdm.auto import tqdm
+
 from imgen.errors import ImgenError, build
+from imgen.methods.diffusion import DenoisingMethod
 
 
 def _times(t, x: torch.Tensor) -> torch.Tensor:
@@ -109,23 +113,39 @@ def build_degradation(name: str, **options):
 
 
 class ColdDiffusion:
-    """loss(net, batch) for a restoration net R(x_t, t) -> x0_hat (any imgen image net, e.g. the U-Net)."""
+    """loss(net, batch) for a restoration net R(x_t, t, cond) -> x0_hat (any imgen image net, e.g. the U-Net),
+    and sample(net, shape, cond, steps) from the fully degraded start.
 
-    def __init__(self, degradation, t_eps: float = 0.0):
-        self.degradation, self.t_eps = degradation, float(t_eps)
+    start_mean, start_std: the start x_1 = D(c, 1) with a colour c ~ N(start_mean, start_std^2) per image and
+    channel. For blur x_1 is that flat colour: Bansal et al. draw it from a GMM fitted to the training
+    images' mean colours, one Gaussian here (8x8 digits: mean -0.39, std 0.067). A mask's x_1 is the mask value
+    whatever c is, so a masked model's samples differ only by their condition (the paper's known lack of diversity).
+    cond_drop: as every imgen method, the probability of training on the null label (1 = unconditional)."""
+
+    condition = DenoisingMethod.condition  # the same label dropout as every method
+
+    def __init__(self, degradation, t_eps: float = 0.0, start_mean: float = 0.0, start_std: float = 0.0,
+                 cond_drop: float = 0.1):
+        if not 0.0 <= cond_drop <= 1.0:
+            raise ImgenError(f"cond_drop must be in [0, 1], got {cond_drop}")
+        if not start_std >= 0:
+            raise ImgenError(f"start_std must be >= 0 (the std of the start colour), got {start_std}")
+        self.degradation, self.t_eps, self.cond_drop = degradation, float(t_eps), cond_drop
+        self.start_mean, self.start_std = float(start_mean), float(start_std)
 
     def loss(self, net, batch: dict, generator=None) -> torch.Tensor:
         if "image" not in batch:
             raise ImgenError("cold diffusion degrades images (blur/mask); train it on an image dataset such as 'digits'")
         x0 = batch["image"]
         t = self.t_eps + (1 - self.t_eps) * torch.rand(len(x0), generator=generator, dtype=torch.float64)
+        cond = self.condition(batch, generator)
         x_t = self.degradation(x0, t)
-        return (net(x_t, t.to(x0.dtype), None) - x0).abs().mean()  # min ||R(D(x0, t), t) - x0||_1 (Bansal et al.)
+        return (net(x_t, t.to(x0.dtype), cond) - x0).abs().mean()  # min ||R(D(x0, t), t) - x0||_1 (Bansal et al.)
 
-    def restorer(self, net):
+    def restorer(self, net, cond: dict | None = None):
         """R(x, t) with t a float or (B,) tensor, as the sample functions call it."""
         def restore(x, t):
-            return net(x, _times(t, x).to(x.dtype), None)
+            return net(x, _times(t, x).to(x.dtype), cond)
         return restore
 
     def start(self, images: torch.Tensor) -> torch.Tensor:
@@ -133,10 +153,25 @@ class ColdDiffusion:
         colours from a GMM fitted to them; a mask start is the same for every image)."""
         return self.degradation(images, 1.0)
 
+    @torch.no_grad()
+    def sample(self, net, shape: tuple, cond: dict | None = None, steps: int = 20, generator=None, *,
+               sampler: str = "improved", callback=None, progress: bool = False) -> torch.Tensor:
+        """shape (n, C, H, W) samples: x_1 = D(c, 1) (see the class doc), restored by the named algorithm
+        ("improved" = Algorithm 2, "naive" = Algorithm 1) in `steps` steps (= network evaluations)."""
+        if sampler not in COLD_SAMPLERS:
+            raise ImgenError(f"unknown cold diffusion sampler {sampler!r}; valid: {', '.join(COLD_SAMPLERS)} "
+                             "(a cold model has no Gaussian path, so the diffusion samplers do not apply)")
+        n, c = shape[:2]
+        colour = self.start_mean + self.start_std * torch.randn((n, c, 1, 1), generator=generator)
+        x1 = self.degradation(colour.expand(shape).contiguous(), 1.0)
+        return COLD_SAMPLERS[sampler](self.restorer(net, cond), self.degradation, x1, steps, callback=callback,
+                                      progress=progress)
 
-def cold(degradation: str = "blur", t_eps: float = 0.0, **options) -> ColdDiffusion:
+
+def cold(degradation: str = "blur", t_eps: float = 0.0, start_mean: float = 0.0, start_std: float = 0.0,
+         cond_drop: float = 0.1, **options) -> ColdDiffusion:
     """Cold diffusion with the named degradation ("blur": blur_scale; "mask": seed, value)."""
-    return ColdDiffusion(build_degradation(degradation, **options), t_eps)
+    return ColdDiffusion(build_degradation(degradation, **options), t_eps, start_mean, start_std, cond_drop)
 
 
 def _cold_grid(steps: int) -> torch.Tensor:
@@ -146,12 +181,12 @@ def _cold_grid(steps: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_cold_naive(restorer, degradation, x, steps: int, *, callback=None) -> torch.Tensor:
+def sample_cold_naive(restorer, degradation, x, steps: int, *, callback=None, progress=False) -> torch.Tensor:
     """Bansal et al. 2022, Algorithm 1 (naive sampling): x0_hat = R(x_t, t); x_s = D(x0_hat, s), from t = 1 to 0.
     Each step re-degrades the estimate, so a restorer error at one step feeds the next one as an input it was
     never trained on."""
     ts = _cold_grid(steps)
-    for i in range(steps):
+    for i in tqdm(range(steps), desc="cold-naive", disable=not progress, leave=False):
         t, s = ts[i], ts[i + 1]
         x0_hat = restorer(x, t)
         x = degradation(x0_hat, s)  # Algorithm 1, line 3
@@ -161,13 +196,13 @@ def sample_cold_naive(restorer, degradation, x, steps: int, *, callback=None) ->
 
 
 @torch.no_grad()
-def sample_cold_improved(restorer, degradation, x, steps: int, *, callback=None) -> torch.Tensor:
+def sample_cold_improved(restorer, degradation, x, steps: int, *, callback=None, progress=False) -> torch.Tensor:
     """Bansal et al. 2022, Algorithm 2 (improved sampling): x_s = x_t - D(x0_hat, t) + D(x0_hat, s).
     Only the change of degradation between t and s is taken from the estimate. For D(x, s) = x + s e (the
     paper's first-order analysis of Algorithm 2) the restorer cancels: x_s = D(x0, s) exactly whatever R returns.
     Given x_1 = D(x0, 1) and the true x0 it returns x0 exactly."""
     ts = _cold_grid(steps)
-    for i in range(steps):
+    for i in tqdm(range(steps), desc="cold-improved", disable=not progress, leave=False):
         t, s = ts[i], ts[i + 1]
         x0_hat = restorer(x, t)
         x = x - degradation(x0_hat, t) + degradation(x0_hat, s)  # Algorithm 2, line 3

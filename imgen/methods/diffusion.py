@@ -35,11 +35,11 @@ class DenoisingMethod:
 
     def condition(self, batch: dict, generator=None) -> dict | None:
         """The net's `cond` for a training batch, with classifier-free dropout applied."""
-        if "label" not in batch or self.cond_drop >= 1.0:  # unconditional model
+        keys = [k for k in ("label", "caption") if k in batch]  # each net reads the keys it was built for
+        if not keys or self.cond_drop >= 1.0:  # unconditional model
             return None
-        label = batch["label"]
-        drop = torch.rand(len(label), generator=generator) < self.cond_drop
-        return {"label": label, "drop": drop}
+        drop = torch.rand(len(batch[keys[0]]), generator=generator) < self.cond_drop
+        return {**{k: batch[k] for k in keys}, "drop": drop}
 
     def loss(self, net, batch: dict, generator=None) -> torch.Tensor:
         x0 = batch["image"] if "image" in batch else batch["x"]

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from imgen.errors import ImgenError
+from imgen.nn.autoencoder import AutoencoderKL
 from imgen.nn.dit import DiT, dit_s, dit_tiny
 from imgen.nn.layers import check_kwargs
 from imgen.nn.mlp import MLPDenoiser
+from imgen.nn.text2img import TextToImageNet
 from imgen.nn.unet import UNet, unet_small, unet_tiny
 
-NETS = {"unet": UNet, "dit": DiT, "mlp": MLPDenoiser}
+NETS = {"unet": UNet, "dit": DiT, "mlp": MLPDenoiser, "text2img": TextToImageNet}
+NETS["autoencoder"] = AutoencoderKL  # LDM KL autoencoder (imgen.methods.autoencoder trains it)
 
 
 def build_net(name: str, **kwargs):
@@ -18,4 +21,4 @@ def build_net(name: str, **kwargs):
     return NETS[name](**kwargs)
 
 
-__all__ = ["NETS", "build_net", "UNet", "DiT", "MLPDenoiser", "unet_tiny", "unet_small", "dit_tiny", "dit_s"]
+__all__ = ["NETS", "build_net", "UNet", "DiT", "MLPDenoiser", "TextToImageNet", "unet_tiny", "unet_small", "dit_tiny", "dit_s"]

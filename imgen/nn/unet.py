@@ -78,6 +78,7 @@ class UNet(ConfigMixin, nn.Module):
         num_heads: int = 4,
         context_dim: int | None = None,
         cross_attn_resolutions=None,
+        coord_channels: bool = False,
     ):
         super().__init__()
         self.save_config(locals())
@@ -99,7 +100,10 @@ class UNet(ConfigMixin, nn.Module):
                                                  context_at(res), num_heads)
 
         # Down path: every block's output is kept as a skip for the up path.
-        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        # CoordConv (Liu et al. 2018): x/y coordinate planes as extra inputs, so where things are is not left to
+        # what zero padding leaks (convolutions and unembedded attention are translation-equivariant).
+        self.coord_channels = bool(coord_channels)
+        self.conv_in = nn.Conv2d(in_channels + 2 * self.coord_channels, base_channels, 3, padding=1)
         self.down = nn.ModuleList()
         skip_channels = [base_channels]
         ch, res = base_channels, image_size
@@ -152,6 +156,11 @@ class UNet(ConfigMixin, nn.Module):
             reject_text(cond, "UNet")
 
         # channels_last lets oneDNN (CPU) and cuDNN run convs and GroupNorm without layout reorders.
+        if self.coord_channels:
+            ys = torch.linspace(-1, 1, x.shape[2], dtype=x.dtype, device=x.device)
+            xs = torch.linspace(-1, 1, x.shape[3], dtype=x.dtype, device=x.device)
+            grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))  # (2, H, W): y, x in [-1, 1]
+            x = torch.cat([x, grid.expand(x.shape[0], -1, -1, -1)], dim=1)
         h = self.conv_in(x.contiguous(memory_format=torch.channels_last))
         skips = [h]
         for block in self.down:

@@ -1,0 +1,308 @@
+"""unCLIP (Ramesh et al. 2022, "Hierarchical Text-Conditional Image Generation with CLIP Latents", DALL-E 2):
+a caption y becomes an image in two stages over a frozen CLIP,
+
+    P(x | y) = P(x | z_i) P(z_i | y)            (sec. 2, eq. 1, without the decoder's optional caption input)
+
+- the *prior* P(z_i | y): a diffusion model over CLIP image embeddings z_i (B, E), conditioned on the CLIP text
+  embedding z_t and the encoded text tokens (imgen.nn.prior.PriorTransformer). As in sec. 2.1 it predicts the
+  unnoised z_i directly (x0-prediction) with the MSE of eq. 2 on a cosine schedule, drops the text 10% of the time
+  for classifier-free guidance, and at sampling time keeps the better of `best_of` draws by z_i . z_t.
+- the *decoder* P(x | z_i): a U-Net (any imgen net built with context_dim = E) reading z_i as one context token
+  for cross-attention (the paper projects it into four extra tokens) and as the pooled vector added to the time
+  embedding (sec. 2.1: "projecting and adding CLIP embeddings to the existing timestep embedding"); z_i is
+  replaced by the learned null embedding 10% of the time for classifier-free guidance.
+- *variations* of an image (sec. 3.1): decode its CLIP image embedding from fresh noise, which keeps what CLIP
+  sees (shape, colour) and redraws what it does not.
+
+Both stages are DenoisingMethods, so imgen's samplers and guidance run them through the denoiser interface.
+UnCLIP(clip, prior, decoder) is the pipeline: generate(prompts), variations(images), save/load as a directory of
+safetensors + JSON.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from imgen.checkpoint import atomic_write_text, load_tensors, read_json, save_tensors
+from imgen.data import load_dataset
+from imgen.denoiser import ClippedDenoiser
+from imgen.errors import ImgenError
+from imgen.guidance import classifier_free
+from imgen.methods.clip import CLIP
+from imgen.methods.diffusion import DenoisingMethod
+from imgen.nn import build_net
+from imgen.nn.prior import PriorTransformer
+from imgen.nn.text import check_prompts, encode_prompts
+from imgen.samplers import get_sampler, initial_noise
+from imgen.schedules import build_schedule, make_grid
+
+PRIOR_METHOD = {"schedule": "cosine", "prediction": "x0", "cond_drop": 0.1}  # sec. 2.1 and Appendix C
+DECODER_METHOD = {"schedule": "rectified_flow", "prediction": "velocity",  # the paper: GLIDE-style diffusion;
+                  "cond_drop": 0.1}  # any (schedule, prediction) runs here. 10% null z_i: sec. 2.1
+
+
+class CondDenoising(DenoisingMethod):
+    """A DenoisingMethod whose condition is a ready cond dict in batch["cond"] (text or image embeddings),
+    replaced by the null condition with probability cond_drop (Ho & Salimans 2022, Algorithm 1)."""
+
+    def condition(self, batch: dict, generator=None) -> dict:
+        cond = batch.get("cond")
+        if cond is None or cond.get("text_pooled") is None:
+            raise ImgenError("unCLIP stages train on batches with 'cond' = text_condition(...) or "
+                             "image_condition(...); build them with prior_batch / decoder_batch")
+        drop = torch.rand(len(cond["text_pooled"]), generator=generator) < self.cond_drop
+        return {**cond, "drop": drop.to(cond["text_pooled"].device)}
+
+
+def build_stage_method(spec: dict) -> CondDenoising:
+    """A stage's method from its JSON spec {"schedule", "prediction", "cond_drop"} (PRIOR_METHOD, DECODER_METHOD)."""
+    unknown = set(spec) - {"schedule", "prediction", "cond_drop"}
+    if unknown:
+        raise ImgenError(f"unknown unCLIP method option(s) {sorted(unknown)}; valid: schedule, prediction, cond_drop")
+    return CondDenoising(build_schedule(spec["schedule"]), spec["prediction"], cond_drop=spec.get("cond_drop", 0.1))
+
+
+# ---- conditions ----
+@torch.no_grad()
+def text_condition(clip: CLIP, prompts) -> dict:
+    """The prior's condition for `prompts`: CLIP's text tokens projected into the joint space "text" (B, L, E),
+    their mask (B, L), and the CLIP text embedding z_t "text_pooled" (B, E) (unit norm, = clip.encode_text)."""
+    tokens, mask, pooled = encode_prompts(check_prompts(prompts), clip.text_encoder, clip.tokenizer)
+    length = int(mask.sum(1).max())  # drop the all-padding columns: the prior's sequence is only as long as needed
+    return {"text": clip.text_proj(tokens[:, :length]), "text_mask": mask[:, :length],
+            "text_pooled": F.normalize(clip.text_proj(pooled), dim=-1)}
+
+
+def image_condition(image_emb: torch.Tensor) -> dict:
+    """The decoder's condition: z_i (B, E) as one context token "text" (B, 1, E) and as "text_pooled" (B, E)."""
+    if image_emb.ndim != 2:
+        raise ImgenError(f"image embeddings must be (B, E), got {tuple(image_emb.shape)}")
+    return {"text": image_emb[:, None, :], "text_pooled": image_emb}
+
+
+def embedding_scale(embed_dim: int) -> float:
+    """The prior diffuses sqrt(E) * z_i: a unit-norm E-vector has coordinates of std 1/sqrt(E), and the Gaussian
+    path expects unit-variance data (the same rescaling as lucidrains/DALLE2-pytorch's image_embed_scale)."""
+    return math.sqrt(embed_dim)
+
+
+@torch.no_grad()
+def prior_batch(clip: CLIP, batch: dict) -> dict:
+    """{"x": sqrt(E) z_i (B, E), "cond": text_condition(captions)} of a captioned batch, for the prior's loss."""
+    z_i = clip.encode_image(batch["image"])
+    return {"x": embedding_scale(clip.embed_dim) * z_i, "cond": text_condition(clip, list(batch["caption"]))}
+
+
+@torch.no_grad()
+def decoder_batch(clip: CLIP, batch: dict) -> dict:
+    """{"image": (B, C, H, W), "cond": image_condition(z_i)} of an image batch, for the decoder's loss."""
+    image = batch["image"].to(clip.logit_scale.device)
+    return {"image": image, "cond": image_condition(clip.encode_image(image))}
+
+
+# ---- training ----
+def _fit(net: nn.Module, method: DenoisingMethod, make_batch, steps: int, lr: float, warmup: int, seed: int,
+         desc: str, progress: bool) -> list[float]:
+    """AdamW with linear warmup then cosine decay and grad-norm clipping at 1 on method.loss; losses per step."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ImgenError(f"{desc}: steps must be a positive integer, got {steps!r}")
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
+    warmup = min(warmup, steps // 2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / max(warmup, 1), 1.0) * 0.5 * (
+        1 + math.cos(math.pi * max(s - warmup, 0) / max(steps - warmup, 1))))
+    net.train()
+    losses = []
+    with tqdm(range(steps), desc=desc, disable=not progress, leave=False) as bar:
+        for step in bar:
+            loss = method.loss(net, make_batch(step), gen)
+            if not torch.isfinite(loss):
+                raise ImgenError(f"{desc} loss became {loss.item()} at step {step}; lower lr (now {lr})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    return losses
+
+
+def _batches(clip: CLIP, to_batch, batch_size: int, seed: int, max_objects: int):
+    """step -> to_batch(clip, items step*B .. (step+1)*B - 1 of the shapes train stream `seed`)."""
+    data = load_dataset("shapes", split="train", image_size=clip.image_encoder.image_size, seed=seed,
+                        max_objects=max_objects)
+    return lambda step: to_batch(clip, data.get(np.arange(step * batch_size, (step + 1) * batch_size)))
+
+
+def train_prior(clip: CLIP, steps: int = 1000, batch_size: int = 128, seed: int = 0, lr: float = 1e-3,
+                warmup: int = 50, max_objects: int = 1, method: dict | None = None, net: nn.Module | None = None,
+                progress: bool = True, **net_options) -> tuple[PriorTransformer, list[float]]:
+    """Train the diffusion prior on (caption, image) pairs of the shapes train stream `seed` (batch k = items
+    k*B .. (k+1)*B - 1) under the frozen `clip`. `net_options` go to PriorTransformer (dim, depth, heads,
+    use_text_tokens) when no net is given. Returns the net (eval mode) and the loss of every step."""
+    clip.eval().requires_grad_(False)
+    torch.manual_seed(seed)
+    net = net if net is not None else PriorTransformer(clip.embed_dim, **net_options)
+    stage = build_stage_method(method or PRIOR_METHOD)
+    make = _batches(clip, prior_batch, batch_size, seed, max_objects)
+    losses = _fit(net, stage, make, steps, lr, warmup, seed, "unclip prior", progress)
+    return net.eval(), losses
+
+
+def decoder_net(clip: CLIP, **options) -> nn.Module:
+    """The default decoder: a small U-Net at CLIP's image size whose context is the E-dim image embedding."""
+    size = clip.image_encoder.image_size
+    opts = {"in_channels": 3, "image_size": size, "base_channels": 32, "channel_mults": [1, 2, 2],
+            "num_res_blocks": 1, "attn_resolutions": [size // 4], **options, "context_dim": clip.embed_dim}
+    return build_net("unet", **opts)
+
+
+def train_decoder(clip: CLIP, steps: int = 2000, batch_size: int = 64, seed: int = 0, lr: float = 2e-3,
+                  warmup: int = 50, max_objects: int = 1, method: dict | None = None, net: nn.Module | None = None,
+                  progress: bool = True, **net_options) -> tuple[nn.Module, list[float]]:
+    """Train the decoder P(x | z_i) on images of the shapes train stream `seed` and their frozen-CLIP
+    embeddings. `net_options` go to decoder_net (U-Net options) when no net is given."""
+    clip.eval().requires_grad_(False)
+    torch.manual_seed(seed)
+    net = net if net is not None else decoder_net(clip, **net_options)
+    stage = build_stage_method(method or DECODER_METHOD)
+    make = _batches(clip, decoder_batch, batch_size, seed, max_objects)
+    losses = _fit(net, stage, make, steps, lr, warmup, seed, "unclip decoder", progress)
+    return net.eval(), losses
+
+
+# ---- the pipeline ----
+def _count(n, what: str = "n") -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ImgenError(f"{what} must be a positive integer, got {n!r}")
+    return n
+
+
+@torch.no_grad()
+def _sample(method: DenoisingMethod, net: nn.Module, shape: tuple, cond: dict, steps: int, sampler: str,
+            cfg: float, generator: torch.Generator, clip_x0: bool = False) -> torch.Tensor:
+    """Any imgen sampler on method.denoiser(net), classifier-free guided by `cfg` (1 = none)."""
+    if not cfg >= 0:
+        raise ImgenError(f"guidance scale must be >= 0 (1 = none), got {cfg}")
+    cond = {"drop": torch.zeros(shape[0], dtype=torch.bool, device=cond["text_pooled"].device), **cond}
+    den = classifier_free(method.denoiser(net), cfg, cond, shape[0])
+    if clip_x0:
+        den = ClippedDenoiser(den)
+    fn = get_sampler(sampler)
+    ts = make_grid(den.schedule, _count(steps, "steps"))
+    x = initial_noise(den.schedule, shape, ts, generator).to(cond["text_pooled"].device)
+    return fn(den, x, ts, cond, generator=generator)
+
+
+class UnCLIP:
+    """A frozen CLIP, a prior (text -> z_i) and a decoder (z_i -> image). `prior_method` / `decoder_method` are
+    the JSON specs of each stage's DenoisingMethod (PRIOR_METHOD and DECODER_METHOD by default)."""
+
+    def __init__(self, clip: CLIP, prior: nn.Module, decoder: nn.Module, prior_method: dict | None = None,
+                 decoder_method: dict | None = None):
+        e = clip.embed_dim
+        if getattr(prior, "embed_dim", None) != e:
+            raise ImgenError(f"the prior works on {getattr(prior, 'embed_dim', '?')}-dim embeddings but CLIP's "
+                             f"embed_dim is {e}; build it with PriorTransformer(embed_dim={e})")
+        text_cond = getattr(decoder, "text_cond", None)
+        if text_cond is None or text_cond.context_dim != e:
+            raise ImgenError(f"the decoder must read the {e}-dim CLIP image embedding; build it with "
+                             f"context_dim={e} (decoder_net(clip) does)")
+        self.clip, self.prior, self.decoder = clip.eval(), prior.eval(), decoder.eval()
+        self.prior_spec = dict(prior_method or PRIOR_METHOD)
+        self.decoder_spec = dict(decoder_method or DECODER_METHOD)
+        self.prior_method = build_stage_method(self.prior_spec)
+        self.decoder_method = build_stage_method(self.decoder_spec)
+        self.image_size = decoder.image_size
+        self.channels = decoder.in_channels
+
+    @torch.no_grad()
+    def image_embeddings(self, prompts, n: int = 1, steps: int = 25, sampler: str = "ddim", cfg: float = 1.0,
+                         best_of: int = 2, seed: int = 0) -> torch.Tensor:
+        """Prior samples z_i (len(prompts) * n, E), unit norm, the n of each prompt together. Of `best_of`
+        draws per image the one with the higher dot product with z_t is kept (sec. 2.1)."""
+        prompts = check_prompts(prompts)
+        n, best_of = _count(n), _count(best_of, "best_of")
+        texts = [p for p in prompts for _ in range(n)]
+        cond = text_condition(self.clip, texts * best_of)  # (best_of * B, ...), draw k in rows k*B .. (k+1)*B-1
+        gen = torch.Generator().manual_seed(seed)
+        x = _sample(self.prior_method, self.prior, (len(texts) * best_of, self.clip.embed_dim), cond, steps, sampler,
+                    cfg, gen)
+        z_i = F.normalize(x, dim=-1).view(best_of, len(texts), -1)
+        z_t = cond["text_pooled"][: len(texts)]
+        best = (z_i * z_t).sum(-1).argmax(0)  # (B,)
+        return z_i[best, torch.arange(len(texts))]
+
+    @torch.no_grad()
+    def decode(self, image_emb: torch.Tensor, steps: int = 25, sampler: str = "heun", cfg: float = 3.0,
+               seed: int = 0) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1] from image embeddings z_i (B, E)."""
+        e = self.clip.embed_dim
+        if not torch.is_tensor(image_emb) or image_emb.ndim != 2 or image_emb.shape[1] != e:
+            got = tuple(image_emb.shape) if torch.is_tensor(image_emb) else type(image_emb).__name__
+            raise ImgenError(f"decode needs image embeddings of shape (B, {e}) such as clip.encode_image(images), "
+                             f"got {got}")
+        gen = torch.Generator().manual_seed(seed)
+        cond = image_condition(image_emb.float().to(self.clip.logit_scale.device))
+        shape = (len(image_emb), self.channels, self.image_size, self.image_size)
+        x = _sample(self.decoder_method, self.decoder, shape, cond, steps, sampler, cfg, gen, clip_x0=True)
+        return x.clamp(-1, 1)
+
+    @torch.no_grad()
+    def generate(self, prompts, n: int = 1, prior_steps: int = 25, prior_sampler: str = "ddim", prior_cfg: float = 1.0,
+                 best_of: int = 2, steps: int = 25, sampler: str = "heun", cfg: float = 3.0,
+                 seed: int = 0) -> torch.Tensor:
+        """Text -> prior -> decoder: images (len(prompts) * n, C, H, W) in [-1, 1], the n of each prompt together.
+        prior_* options drive the prior's sampling, steps/sampler/cfg the decoder's."""
+        z_i = self.image_embeddings(prompts, n, prior_steps, prior_sampler, prior_cfg, best_of, seed)
+        return self.decode(z_i, steps, sampler, cfg, seed + 1)
+
+    @torch.no_grad()
+    def variations(self, images: torch.Tensor, n: int = 4, steps: int = 25, sampler: str = "heun", cfg: float = 3.0,
+                   seed: int = 0) -> torch.Tensor:
+        """n variations of each image (N, C, H, W) in [-1, 1]: its CLIP image embedding decoded from fresh noise
+        (sec. 3.1). Returns (N * n, C, H, W), the n of each image together."""
+        size = self.clip.image_encoder.image_size
+        if not torch.is_tensor(images) or images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
+            got = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+            raise ImgenError(f"variations needs images of shape (N, 3, {size}, {size}) in [-1, 1] (CLIP's input), "
+                             f"got {got}; resize them with imgen.images")
+        z_i = self.clip.encode_image(images.float())
+        return self.decode(z_i.repeat_interleave(_count(n), dim=0), steps, sampler, cfg, seed)
+
+    # ---- save / load: clip/ (CLIP.save), prior.safetensors, decoder.safetensors, config.json ----
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        self.clip.save(directory / "clip")
+        save_tensors(self.prior.state_dict(), directory / "prior.safetensors")
+        save_tensors(self.decoder.state_dict(), directory / "decoder.safetensors")
+        config = {"kind": "unclip",
+                  "prior": {"net": self.prior.config(), "method": self.prior_spec},
+                  "decoder": {"net": self.decoder.name, "options": self.decoder.config(), "method": self.decoder_spec}}
+        atomic_write_text(directory / "config.json", json.dumps(config, indent=1))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "UnCLIP":
+        directory = Path(directory)
+        config = read_json(directory / "config.json")
+        if config.get("kind") != "unclip":
+            raise ImgenError(f"{directory} does not hold an unCLIP model (config.json kind={config.get('kind')!r}); "
+                             f"give the directory UnCLIP.save wrote")
+        prior = PriorTransformer.from_config(config["prior"]["net"])
+        decoder = build_net(config["decoder"]["net"], **config["decoder"]["options"])
+        for net, name in ((prior, "prior"), (decoder, "decoder")):
+            try:
+                net.load_state_dict(load_tensors(directory / f"{name}.safetensors"))
+            except RuntimeError as e:
+                raise ImgenError(f"{directory / (name + '.safetensors')} does not match config.json ({e}); "
+                                 f"save the model again with UnCLIP.save") from None
+        return cls(CLIP.load(directory / "clip"), prior, decoder, config["prior"]["method"],
+                   config["decoder"]["method"])

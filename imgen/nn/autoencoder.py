@@ -1,0 +1,120 @@
+"""The KL-regularised autoencoder of latent diffusion (Rombach et al. 2022, sec. 3 and appendix G): a conv
+encoder maps an image (C, H, W) to the mean and log-variance of a diagonal Gaussian posterior over a
+(latent_channels, H/f, W/f) latent, a conv decoder maps a latent back to pixels. f = 2**(len(channel_mults) - 1).
+
+    net = AutoencoderKL(in_channels=3, image_size=32)           # 32x32 RGB <-> 4x8x8 latents (f = 4)
+    z = net.encode(x).mean                                        # or .sample(generator)
+    x_hat = net.decode(z)
+
+The loss (reconstruction + KL) lives in imgen.methods.autoencoder; nothing here knows about training.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from imgen.errors import ImgenError
+from imgen.nn.layers import ConfigMixin, Downsample, Upsample, group_norm
+
+LOGVAR_RANGE = (-30.0, 20.0)  # clamp as in LDM's DiagonalGaussianDistribution
+
+
+class DiagonalGaussian:
+    """q(z | x) = N(mean, diag(exp(logvar))), each (B, C, h, w)."""
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
+        self.mean, self.logvar = mean, logvar.clamp(*LOGVAR_RANGE)
+        self.std = torch.exp(0.5 * self.logvar)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        eps = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype).to(self.mean.device)
+        return self.mean + self.std * eps  # reparameterisation trick (Kingma & Welling 2014, eq. 10)
+
+    def kl(self) -> torch.Tensor:
+        """KL(q(z|x) || N(0, I)) per image, summed over latent dims: 0.5 sum(mu^2 + var - 1 - logvar) (VAE, app. B)."""
+        return 0.5 * (self.mean ** 2 + self.logvar.exp() - 1.0 - self.logvar).flatten(1).sum(1)
+
+
+class Block(nn.Module):
+    """GroupNorm-SiLU-conv twice with a residual (the LDM autoencoder's ResnetBlock, no time embedding)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.body = nn.Sequential(group_norm(in_channels), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1),
+                                  group_norm(out_channels), nn.SiLU(), nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.body(x)
+
+
+class AutoencoderKL(ConfigMixin, nn.Module):
+    """Level i works at image_size / 2**i with base_channels * channel_mults[i] channels and
+    `num_res_blocks` residual blocks; the encoder ends in 2 * latent_channels maps (mean, log-variance)."""
+
+    name = "autoencoder"
+
+    def __init__(self, in_channels: int, image_size: int, latent_channels: int = 4, base_channels: int = 32,
+                 channel_mults=(1, 2, 2), num_res_blocks: int = 1):
+        super().__init__()
+        self.save_config(locals())
+        mults = list(channel_mults)
+        if not mults or any(not isinstance(m, int) or m < 1 for m in mults):
+            raise ImgenError(f"autoencoder channel_mults must be a non-empty list of positive ints, got {channel_mults}")
+        for name, v in (("in_channels", in_channels), ("latent_channels", latent_channels),
+                        ("base_channels", base_channels), ("num_res_blocks", num_res_blocks)):
+            if not isinstance(v, int) or v < 1:
+                raise ImgenError(f"autoencoder {name} must be a positive integer, got {v!r}")
+        self.factor = 2 ** (len(mults) - 1)
+        if not isinstance(image_size, int) or image_size % self.factor:
+            raise ImgenError(f"autoencoder image_size {image_size} is not divisible by its downsampling factor "
+                             f"{self.factor} (2**(len(channel_mults) - 1)); use fewer channel_mults or another size")
+        self.in_channels, self.image_size, self.latent_channels = in_channels, image_size, latent_channels
+        self.latent_size = image_size // self.factor
+        widths = [base_channels * m for m in mults]
+
+        enc: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
+        ch = widths[0]
+        for i, w in enumerate(widths):
+            for _ in range(num_res_blocks):
+                enc.append(Block(ch, w))
+                ch = w
+            if i < len(widths) - 1:
+                enc.append(Downsample(ch))
+        enc += [Block(ch, ch), group_norm(ch), nn.SiLU(), nn.Conv2d(ch, 2 * latent_channels, 3, padding=1)]
+        self.encoder = nn.Sequential(*enc)
+
+        dec: list[nn.Module] = [nn.Conv2d(latent_channels, ch, 3, padding=1), Block(ch, ch)]
+        for i, w in reversed(list(enumerate(widths))):
+            for _ in range(num_res_blocks):
+                dec.append(Block(ch, w))
+                ch = w
+            if i > 0:
+                dec.append(Upsample(ch))
+        dec += [group_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels, 3, padding=1)]
+        self.decoder = nn.Sequential(*dec)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return (self.latent_channels, self.latent_size, self.latent_size)
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        """Images (B, C, H, W) in [-1, 1] -> the posterior over (B, latent_channels, H/f, W/f) latents."""
+        if x.ndim != 4 or tuple(x.shape[1:]) != (self.in_channels, self.image_size, self.image_size):
+            raise ImgenError(f"this autoencoder encodes images shaped (B, {self.in_channels}, {self.image_size}, "
+                             f"{self.image_size}), got {tuple(x.shape)}; resize the images or train an autoencoder "
+                             f"on data of that size")
+        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        return DiagonalGaussian(mean, logvar)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (B, latent_channels, h, w) -> images (B, C, h*f, w*f), not clipped."""
+        if z.ndim != 4 or z.shape[1] != self.latent_channels:
+            raise ImgenError(f"this autoencoder decodes latents shaped (B, {self.latent_channels}, h, w), got "
+                             f"{tuple(z.shape)}")
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        """(reconstruction, posterior) of x, decoding a posterior sample."""
+        posterior = self.encode(x)
+        return self.decode(posterior.sample(generator)), posterior

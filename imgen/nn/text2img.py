@@ -1,0 +1,108 @@
+"""A text-to-image denoiser: a backbone (U-Net or DiT built with context_dim) plus the text encoder that feeds it.
+
+    net(x, t, {"caption": ["a red circle in the top left", ...], "drop": (B,) bool})
+
+encodes the captions (imgen's word Tokenizer + a TextTransformer trained jointly with the backbone, or the frozen
+pretrained MiniLM sentence encoder) into per-token features, mask and a pooled vector, and hands them to the
+backbone as cond["text"], cond["text_mask"], cond["text_pooled"] (cross-attention on the tokens, the pooled vector
+in the time embedding / adaLN). Rows with drop=True get the backbone's learned null text (classifier-free
+guidance). `encode(prompts)` returns that dict once, so a sampler does not re-encode the prompt at every step.
+The tokenizer's vocabulary is part of the net's options (saved in config.json), so a model directory is complete.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from imgen.errors import ImgenError
+from imgen.nn.dit import DiT
+from imgen.nn.layers import ConfigMixin, check_kwargs
+from imgen.nn.text import MiniLMEncoder, TextTransformer, Tokenizer, check_prompts, encode_prompts
+from imgen.nn.unet import UNet
+from imgen.checkpoint import load_tensors, read_json
+
+BACKBONES = {"unet": UNet, "dit": DiT}
+
+
+def clip_text_options(clip_dir: str | Path) -> dict:
+    """The text2img options that rebuild a CLIP's text tower (saved by imgen.methods.clip.CLIP.save): the
+    vocabulary, encoder_options and max_len. With encoder_init=clip_dir its trained weights are loaded (CLIP's
+    text tower as the text encoder, as unCLIP and Imagen use a frozen pretrained text encoder)."""
+    cfg = read_json(Path(clip_dir) / "config.json")
+    if cfg.get("kind") != "clip":
+        raise ImgenError(f"encoder_init={str(clip_dir)!r} is not a CLIP directory (config.json kind="
+                         f"{cfg.get('kind')!r}); give a directory written by CLIP.save")
+    te = cfg["text_encoder"]
+    return {"vocab": Tokenizer.from_dict(cfg["tokenizer"]).itos[4:], "max_len": te["max_len"],
+            "encoder_options": {k: te[k] for k in ("dim", "depth", "heads", "pool") if k in te}}
+
+
+def load_clip_text_tower(encoder: TextTransformer, clip_dir: str | Path) -> None:
+    state = load_tensors(Path(clip_dir) / "model.safetensors")
+    tower = {k[len("text_encoder."):]: v for k, v in state.items() if k.startswith("text_encoder.")}
+    try:
+        encoder.load_state_dict(tower)
+    except RuntimeError as e:
+        raise ImgenError(f"the text tower of the CLIP in {str(clip_dir)!r} does not fit this text encoder ({e}); "
+                         f"take vocab/encoder_options/max_len from it (imgen.nn.text2img.clip_text_options)") from None
+ENCODERS = ("transformer", "minilm")
+
+
+class TextToImageNet(ConfigMixin, nn.Module):
+    name = "text2img"
+
+    def __init__(self, in_channels: int, image_size: int, vocab: list | None = None, backbone: str = "unet",
+                 backbone_options: dict | None = None, encoder: str = "transformer",
+                 encoder_options: dict | None = None, max_len: int = 32, encoder_init: str = "",
+                 freeze_encoder: bool = False):
+        super().__init__()
+        self.save_config(locals())
+        if backbone not in BACKBONES:
+            raise ImgenError(f"unknown text2img backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
+        if encoder not in ENCODERS:
+            raise ImgenError(f"unknown text encoder {encoder!r}; valid: {', '.join(ENCODERS)}")
+        enc_opts = dict(encoder_options or {})
+        if encoder == "transformer":
+            if not vocab:
+                raise ImgenError("text2img with encoder='transformer' needs a vocabulary (net option 'vocab'); "
+                                 "training fills it from the dataset's captions — train on a captioned dataset")
+            self.tokenizer = Tokenizer(vocab)
+            check_kwargs(TextTransformer, {"vocab_size": 0, **enc_opts}, "text2img encoder_options")
+            self.text_encoder = TextTransformer(self.tokenizer.vocab_size, max_len=max_len, **enc_opts)
+            context_dim = self.text_encoder.dim
+            if encoder_init and Path(encoder_init).is_dir():  # at load time the state dict brings the weights
+                load_clip_text_tower(self.text_encoder, encoder_init)
+            if freeze_encoder:
+                self.text_encoder.requires_grad_(False)
+        else:
+            if enc_opts:
+                raise ImgenError(f"the frozen minilm encoder takes no encoder_options, got {enc_opts}")
+            self.tokenizer = None
+            # frozen and rebuilt from its package: kept out of the state dict (not a registered submodule)
+            self.__dict__["text_encoder"] = MiniLMEncoder(max_len)
+            context_dim = MiniLMEncoder.dim
+        opts = {"in_channels": in_channels, "image_size": image_size, **(backbone_options or {}),
+                "context_dim": context_dim}
+        check_kwargs(BACKBONES[backbone], opts, f"text2img backbone {backbone!r}")
+        self.backbone = BACKBONES[backbone](**opts)
+        self.in_channels, self.image_size, self.max_len = in_channels, image_size, max_len
+
+    def encode(self, prompts) -> dict:
+        """{"text": (B, L, D), "text_mask": (B, L) bool, "text_pooled": (B, D)} of the prompts."""
+        tokens, mask, pooled = encode_prompts(check_prompts(prompts), self.text_encoder, self.tokenizer)
+        return {"text": tokens, "text_mask": mask, "text_pooled": pooled}
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
+        cond = dict(cond or {})
+        cond.pop("label", None)  # a captioned dataset's class label is not this net's condition
+        captions = cond.pop("caption", None)
+        if captions is not None:
+            if len(captions) != x.shape[0]:
+                raise ImgenError(f"got {len(captions)} captions for a batch of {x.shape[0]}; give one per image")
+            cond.update(self.encode(list(captions)))
+        elif cond.get("text") is None and not bool(torch.as_tensor(cond.get("drop", True)).all()):
+            raise ImgenError("this text-to-image net needs cond['caption'] (strings) or the dict net.encode(prompts) "
+                             "returns; for unconditional samples set cond['drop'] to True")
+        return self.backbone(x, t, cond)
