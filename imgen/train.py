@@ -50,6 +50,9 @@ def resolve_config(config: Config, dataset) -> Config:
         if opts.get("encoder_init"):  # a pretrained CLIP text tower: its vocabulary and architecture
             from imgen.nn.text2img import clip_text_options
 
+            from imgen.pretrained import resolve_model_path
+
+            opts["encoder_init"] = str(resolve_model_path(opts["encoder_init"]))  # a directory or "shapes-clip"
             if not Path(opts["encoder_init"]).is_dir():
                 raise ImgenError(f"net.options.encoder_init={opts['encoder_init']!r} is not a directory; give a CLIP "
                                  f"directory written by CLIP.save (e.g. from imgen.methods.clip.train_clip)")

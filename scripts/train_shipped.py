@@ -44,14 +44,18 @@ def card(name: str, config: dict, rows: list[dict], cmd: str, train_s: float, ge
     table = "".join(f"| {r['cfg']:g} | {r['nfe']} | {r['shape_color']:.1%} | {r['pos']:.1%} | {r['all3']:.1%} | "
                     f"{r['size']:.1%} |\n" for r in rows)
     data, train = config["data"], config["train"]
+    text = ("the frozen text tower of the shipped shapes-clip" if config["net"]["options"].get("freeze_encoder")
+            else "a text transformer trained jointly")
+    if config["method"]["name"] == "latent":
+        text += "; latent flow matching in the 4x8x8 latent space of the shipped shapes-ae autoencoder"
     return f"""# {name}
 
 Text-to-image model shipped with imgen: {config['description']}.
 
 - Data: built-in `shapes` stream, options {json.dumps(data['options'])}; batch {data['batch_size']}. The held-out
   (shape, colour) pairs (`imgen.data.shapes.HELDOUT_PAIRS`) and caption templates were never shown in training.
-- Net: `{config['net']['name']}` (backbone {config['net']['options'].get('backbone')}, text transformer trained jointly;
-  vocabulary of {len(config['net']['options'].get('vocab') or [])} words from the training captions).
+- Net: `{config['net']['name']}` (backbone {config['net']['options'].get('backbone')}; text: {text}; vocabulary of
+  {len(config['net']['options'].get('vocab') or [])} words from the training captions).
 - Method: {config['method']['name']} {json.dumps(config['method']['options'])}; {train['steps']} steps, lr {train['lr']},
   EMA {train['ema_decay']}, seed {train['seed']}; {train_s / 60:.0f} min of training on a shared 2-core CPU.
 - Command: `{cmd}`
@@ -91,6 +95,8 @@ def main() -> int:
     config["train"]["steps"] = steps_done  # the checkpoint shipped (a run may be stopped before its planned end)
     if config["method"]["name"] == "latent":
         config["method"]["options"]["autoencoder"] = "shapes-ae"  # the shipped one; the model reads autoencoder/
+    if config["net"]["options"].get("encoder_init"):
+        config["net"]["options"]["encoder_init"] = "shapes-clip"  # the shipped CLIP; its weights are in ema.safetensors
     dest = MODELS_DIR / args.name
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)

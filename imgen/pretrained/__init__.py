@@ -7,7 +7,7 @@ from pathlib import Path
 from imgen.errors import ImgenError
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-SHIPPED_MODELS = ("shapes-latent-t2i", "shapes-ae")  # shapes-ae: the KL autoencoder of latent shapes models
+SHIPPED_MODELS = ("shapes-latent-t2i", "shapes-ae", "shapes-clip")  # the t2i model, its autoencoder, a CLIP
 DEFAULT_TEXT_MODEL = "shapes-latent-t2i"
 
 
@@ -16,7 +16,7 @@ def shipped_model_dir(name: str) -> Path:
     if name not in SHIPPED_MODELS:
         raise ImgenError(f"no shipped model named {name!r}; shipped models: {', '.join(SHIPPED_MODELS)}")
     path = MODELS_DIR / name
-    if not (path / "config.json").is_file() or not (path / "ema.safetensors").is_file():
+    if not (path / "config.json").is_file() or not list(path.glob("*.safetensors")):
         raise ImgenError(f"the shipped model {name!r} is missing from {path}; reinstall imgen, or rebuild it with "
                          f"`python scripts/train_shipped.py {name}`")
     return path
