@@ -62,7 +62,6 @@ def _parse_labels(text: str | None):
 
 
 def cmd_sample(args) -> int:
-    from imgen.images import save_grid, save_pngs
     from imgen.model import load
 
     if args.n < 1:
@@ -75,14 +74,21 @@ def cmd_sample(args) -> int:
     x = model.sample(args.n, labels=_parse_labels(args.label), sampler=args.sampler, steps=args.steps,
                      cfg=args.cfg, eta=args.eta, seed=args.seed, grid=args.grid, clip_x0=args.clip_x0,
                      progress=True)
-    out = Path(args.out)
+    _write_images(x, args.out, args.scale, "samples")
+    return 0
+
+
+def _write_images(x, out: str, scale: int, what: str) -> None:
+    """A .png path gets one grid of all images; any other path becomes a folder of one PNG per image."""
+    from imgen.images import save_grid, save_pngs
+
+    out = Path(out)
     if out.suffix.lower() == ".png":
-        save_grid(x, out, scale=args.scale)
-        print(f"wrote a grid of {args.n} samples to {out}")
+        save_grid(x, out, scale=scale)
+        print(f"wrote a grid of {len(x)} {what} to {out}")
     else:
         save_pngs(x, out)
-        print(f"wrote {args.n} PNGs to {out}/")
-    return 0
+        print(f"wrote {len(x)} PNGs of {what} to {out}/")
 
 
 def resolve_model(name_or_dir: str | None) -> Path:
@@ -100,7 +106,6 @@ def resolve_model(name_or_dir: str | None) -> Path:
 def cmd_generate(args) -> int:
     import warnings
 
-    from imgen.images import save_grid, save_pngs
     from imgen.model import load
 
     if args.n < 1:
@@ -117,13 +122,7 @@ def cmd_generate(args) -> int:
                            sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed)
     for w in caught:
         print(f"imgen: warning: {w.message}", file=sys.stderr)
-    out = Path(args.out)
-    if out.suffix.lower() == ".png":
-        save_grid(x, out, scale=args.scale)
-        print(f"wrote {args.n} image(s) for {args.prompt!r} to {out}")
-    else:
-        save_pngs(x, out)
-        print(f"wrote {args.n} PNGs for {args.prompt!r} to {out}/")
+    _write_images(x, args.out, args.scale, f"images for {args.prompt!r}")
     return 0
 
 

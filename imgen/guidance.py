@@ -1,6 +1,8 @@
 """Guidance wraps a denoiser and returns a denoiser, so every sampler gets it for free."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from imgen.denoiser import Denoiser, _bcast
@@ -47,44 +49,100 @@ def classifier_free(denoiser: Denoiser, scale: float, cond: dict, batch: int, ne
     return ClassifierFree(denoiser, scale, negative if negative is not None else null_condition(cond, batch))
 
 
-class ClassifierGuidance(Denoiser):
-    """Classifier guidance (Dhariwal & Nichol 2021, sec. 4.2 and Algorithm 2: eps_hat - sqrt(1 - abar) s grad log
-    p_phi(y | x_t)) on any schedule: guiding the score by s grad_x log p(y | x_t) shifts Tweedie's estimate
-    x0_hat = (x_t + sigma^2 score) / alpha by (sigma^2 / alpha) s grad_x log p(y | x_t). With the exact
-    p(y | x_t) and s = 1 this is exactly E[x0 | x_t, y]. `classifier(x_t, t)` returns logits (B, K) for
-    (B,) times; `labels` (B,) are the requested classes. Where alpha = 0 (rectified flow at t = 1) x_t holds
-    no information about y, so no shift is applied."""
+class GradientGuidance(Denoiser):
+    """Guidance by the gradient of a differentiable log-likelihood log p(y | x_t) (Dhariwal & Nichol 2021, sec. 4.2:
+    eps_hat - sqrt(1 - abar) s grad log p(y | x_t)) on any schedule: guiding the score by s grad_x log p(y | x_t)
+    shifts Tweedie's estimate x0_hat = (x_t + sigma^2 score) / alpha by (sigma^2 / alpha) s grad_x log p(y | x_t).
+    Where alpha = 0 (rectified flow at t = 1) x_t holds no information about y, so no shift is applied.
+    Subclasses give `guided(x, t, cond) -> (x0_hat, grad_x log p(y | x_t))`."""
+
+    def __init__(self, denoiser: Denoiser, scale: float, what: str):
+        if not scale >= 0:
+            raise ImgenError(f"{what} scale must be >= 0 (0 = none), got {scale}")
+        self.inner, self.scale, self.schedule = denoiser, float(scale), denoiser.schedule
+
+    def guided(self, x, t, cond):
+        raise NotImplementedError
+
+    def __call__(self, x, t, cond=None):
+        if self.scale == 0:
+            return self.inner(x, t, cond)
+        x0_hat, grad = self.guided(x, t, cond)
+        t64 = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+        a, s = self.schedule.alpha(t64), self.schedule.sigma(t64)
+        shift = torch.where(a > 0, s**2 / torch.where(a > 0, a, torch.ones_like(a)), torch.zeros_like(a))
+        return x0_hat + _bcast(shift, x) * self.scale * grad  # (sigma^2 / alpha) s grad log p(y | x_t)
+
+
+def _t_batch(t, x):
+    t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+    return (t.expand(len(x)) if t.ndim == 0 else t).to(x.dtype)
+
+
+class ClassifierGuidance(GradientGuidance):
+    """Classifier guidance with a noise-aware classifier: `classifier(x_t, t)` returns logits (B, K) for (B,)
+    times; `labels` (B,) are the requested classes. With the exact p(y | x_t) and s = 1 this is exactly
+    E[x0 | x_t, y]."""
 
     def __init__(self, denoiser: Denoiser, classifier, scale: float, labels):
-        if not scale >= 0:
-            raise ImgenError(f"classifier guidance scale must be >= 0 (0 = none, 1 = exact conditional), got {scale}")
+        super().__init__(denoiser, scale, "classifier guidance (1 = exact conditional)")
         labels = torch.as_tensor(labels)
         if labels.ndim != 1 or labels.dtype not in (torch.int64, torch.int32):
             raise ImgenError(f"labels must be an integer tensor of shape (B,), got {labels.dtype} {tuple(labels.shape)}; "
                              "pass torch.full((n,), label) for one class")
-        self.inner, self.classifier, self.scale = denoiser, classifier, float(scale)
-        self.labels, self.schedule = labels.long(), denoiser.schedule
+        self.classifier, self.labels = classifier, labels.long()
 
     def log_prob_grad(self, x: torch.Tensor, t) -> torch.Tensor:
         """grad_x log p(y | x_t) for the requested labels (B, ...)."""
         if len(x) != len(self.labels):
             raise ImgenError(f"got {len(self.labels)} guidance labels for a batch of {len(x)}; give one label per sample")
-        t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
-        t_batch = (t.expand(len(x)) if t.ndim == 0 else t).to(x.dtype)
         with torch.enable_grad():  # samplers run under no_grad
             xg = x.detach().requires_grad_(True)
-            log_p = torch.log_softmax(self.classifier(xg, t_batch), dim=1)
+            log_p = torch.log_softmax(self.classifier(xg, _t_batch(t, x)), dim=1)
             picked = log_p[torch.arange(len(x), device=x.device), self.labels.to(x.device)]
             return torch.autograd.grad(picked.sum(), xg)[0]
 
-    def __call__(self, x, t, cond=None):
-        x0_hat = self.inner(x, t, cond)
-        if self.scale == 0:
-            return x0_hat
-        t64 = torch.as_tensor(t, dtype=torch.float64, device=x.device)
-        a, s = self.schedule.alpha(t64), self.schedule.sigma(t64)
-        shift = torch.where(a > 0, s**2 / torch.where(a > 0, a, torch.ones_like(a)), torch.zeros_like(a))
-        return x0_hat + _bcast(shift, x) * self.scale * self.log_prob_grad(x, t)  # (sigma^2 / alpha) s grad log p(y|x_t)
+    def guided(self, x, t, cond):
+        return self.inner(x, t, cond), self.log_prob_grad(x, t)
+
+
+class CLIPGuidance(GradientGuidance):
+    """CLIP guidance without a noised CLIP: log p(y | x_t) ~ cos(E_I(x0_hat(x_t)), E_T(y)) / temperature, the
+    CLIP similarity of the denoiser's clean estimate to the prompt, differentiated through the denoiser
+    ("forward universal guidance", Bansal et al. 2023, eq. 6; GLIDE, Nichol et al. 2022, sec. 2.4 uses a CLIP
+    trained on noised images instead). `clip` has encode_image / encode_text (imgen.methods.clip.CLIP);
+    `decode` maps x0_hat to images (a latent model's decoder) before CLIP sees them, resized to its input."""
+
+    def __init__(self, denoiser: Denoiser, clip, prompts, scale: float, decode=None):
+        super().__init__(denoiser, scale, "CLIP guidance")
+        from imgen.nn.text import check_prompts
+
+        self.clip, self.decode = clip, decode
+        with torch.no_grad():
+            self.text = clip.encode_text(check_prompts(prompts)).detach()  # (B, E), L2-normalised
+        self.temperature = float(torch.exp(-clip.logit_scale.detach().clamp(max=math.log(100.0))))
+
+    def similarity(self, x0: torch.Tensor) -> torch.Tensor:
+        """cos(E_I(image), E_T(prompt)) per sample (B,)."""
+        from imgen.metrics.evaluators import adapt_images
+
+        images = self.decode(x0) if self.decode is not None else x0
+        enc = self.clip.image_encoder
+        return (self.clip.encode_image(adapt_images(images, enc.in_channels, enc.image_size)) * self.text).sum(-1)
+
+    def guided(self, x, t, cond):
+        if len(x) != len(self.text):
+            raise ImgenError(f"got {len(self.text)} CLIP guidance prompts for a batch of {len(x)}; give one per sample")
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            x0_hat = self.inner(xg, t, cond)
+            log_p = self.similarity(x0_hat) / self.temperature
+            return x0_hat.detach(), torch.autograd.grad(log_p.sum(), xg)[0]
+
+
+def clip_guidance(denoiser: Denoiser, clip, prompts, scale: float, decode=None) -> Denoiser:
+    """A denoiser guided toward `prompts` (one per sample) by a CLIP model (see CLIPGuidance)."""
+    return CLIPGuidance(denoiser, clip, prompts, scale, decode)
 
 
 def classifier_guidance(denoiser: Denoiser, classifier, scale: float, labels) -> Denoiser:

@@ -13,7 +13,7 @@ from imgen.checkpoint import load_tensors
 from imgen.config import Config, load_config
 from imgen.denoiser import ClippedDenoiser
 from imgen.errors import ImgenError
-from imgen.guidance import classifier_free
+from imgen.guidance import classifier_free, clip_guidance
 from imgen.methods import build_method
 from imgen.nn import build_net
 from imgen.nn.text import check_prompts
@@ -65,12 +65,12 @@ class Model:
     def sample(self, n: int, labels=None, sampler: str | None = None, steps: int | None = None,
                cfg: float | None = None, eta: float | None = None, seed: int = 0, grid: str | None = None,
                clip_x0: bool | None = None, noise: torch.Tensor | None = None, progress: bool = False,
-               callback=None, cond: dict | None = None, negative: dict | None = None) -> torch.Tensor:
+               callback=None, cond: dict | None = None, negative: dict | None = None, guide=None) -> torch.Tensor:
         """n samples (n, *shape) in [-1, 1] (points for 2D models; a latent model's are decoded to pixels).
         `steps` is the sampler's step count (NFE for first-order samplers); unset options come from the model's
         config.sample. Same seed, same machine -> same samples. `cond` is a ready condition dict (e.g. from
         `generate`), `negative` the one classifier-free guidance pushes away from (default: the learned null
-        condition)."""
+        condition); `guide(denoiser) -> denoiser` adds further guidance (e.g. imgen.guidance.clip_guidance)."""
         defaults = self.config.sample
         sampler = sampler or defaults.sampler
         steps = defaults.steps if steps is None else steps
@@ -105,6 +105,8 @@ class Model:
             cond = None if label is None else {"label": label, "drop": torch.zeros(n, dtype=torch.bool)}
         if cond is not None:
             den = classifier_free(den, cfg, cond, n, negative)
+        if guide is not None:
+            den = guide(den)
         if clip_x0 and len(self.shape) == 3 and not self.latent:  # images live in [-1, 1]; latents and 2D points do not
             den = ClippedDenoiser(den)
         kwargs = {"eta": eta} if sampler == "ddim" else {}
@@ -116,11 +118,12 @@ class Model:
 
     @torch.no_grad()
     def generate(self, prompts, n: int = 1, negative: str | None = None, unconditional: bool = False,
-                 **kwargs) -> torch.Tensor:
+                 clip=None, clip_scale: float = 0.0, **kwargs) -> torch.Tensor:
         """Images for text prompts: (len(prompts) * n, C, H, W) in [-1, 1], the n images of each prompt together.
         `negative` is a prompt classifier-free guidance steers away from (instead of the null text);
         `unconditional=True` ignores the prompts and samples the learned null condition. Other keyword
-        arguments (sampler, steps, cfg, seed, eta, grid, ...) are those of `sample`."""
+        arguments (sampler, steps, cfg, seed, eta, grid, ...) are those of `sample`. With a CLIP model `clip`
+        and clip_scale > 0 the sampler is also CLIP-guided toward the prompts (imgen.guidance.CLIPGuidance)."""
         if not self.is_text:
             raise ImgenError(f"this model ({self.config.net.name}, {self.config.data.name}) is not text-conditional; "
                              f"use sample() (CLI: imgen sample), or load a text-to-image model")
@@ -141,7 +144,11 @@ class Model:
         if negative is not None:
             neg = {k: v[count:] for k, v in enc.items()}
             neg["drop"] = torch.zeros(count, dtype=torch.bool, device=self.device)
-        return self.sample(count, cond=cond, negative=neg, **kwargs)
+        guide = None
+        if clip is not None and clip_scale > 0:
+            decode = self.method.decode if self.latent else None
+            guide = lambda den: clip_guidance(den, clip, texts, clip_scale, decode)  # noqa: E731
+        return self.sample(count, cond=cond, negative=neg, guide=guide, **kwargs)
 
 
 def load(path: str | Path, device: str = "cpu", weights: str = "ema") -> Model:
