@@ -21,9 +21,9 @@ from imgen.checkpoint import atomic_write_text, load_tensors, save_tensors
 from imgen.config import Config, config_from_dict, load_config, save_config
 from imgen.errors import ImgenError
 from imgen.methods import build_method
+from imgen.data.base import caption_corpus
 from imgen.model import build_net_from_config
 from imgen.nn.text import SPECIAL_TOKENS, Tokenizer
-from imgen.data.base import caption_corpus
 
 
 def _is_temp(path: Path) -> bool:
@@ -49,7 +49,6 @@ def resolve_config(config: Config, dataset) -> Config:
     if config.net.name == "text2img":  # conditioned on captions, not class labels
         if opts.get("encoder_init"):  # a pretrained CLIP text tower: its vocabulary and architecture
             from imgen.nn.text2img import clip_text_options
-
             from imgen.pretrained import resolve_model_path
 
             opts["encoder_init"] = str(resolve_model_path(opts["encoder_init"]))  # a directory or "shapes-clip"
