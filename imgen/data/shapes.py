@@ -173,6 +173,13 @@ def make_caption(attrs: Mapping[str, int], template: int = 0, variant: int = 0) 
     return re.sub(r"\b([Aa]) (?=[aeiou])", r"\1n ", text)  # "a orange" -> "an orange"
 
 
+def scene_captions(a: Mapping) -> list[str]:
+    """The caption of every scene in a batch of attributes from sample_scene_attributes (its `template` and
+    `variant` pick the wording)."""
+    return [make_caption({k: a[k][i] for k in ATTRIBUTES}, int(a["template"][i]), int(a["variant"][i]))
+            for i in range(len(a["shape"]))]
+
+
 # ---- rendering ----
 def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Boolean mask of one shape in local coordinates (units of the object radius, v pointing down)."""
@@ -291,16 +298,11 @@ class ShapesDataset:
 
     def captions(self, idx) -> list[str]:
         """The captions of items `idx`, without rendering the images."""
-        return self._captions(self.attributes(idx))
-
-    @staticmethod
-    def _captions(a: dict) -> list[str]:
-        return [make_caption({k: a[k][i] for k in ATTRIBUTES}, int(a["template"][i]), int(a["variant"][i]))
-                for i in range(len(a["shape"]))]
+        return scene_captions(self.attributes(idx))
 
     def get(self, idx) -> dict:
         a = self.attributes(idx)
         image = render_scenes(a, self.image_size, a["offset"], self.supersample)
-        captions = self._captions(a)
+        captions = scene_captions(a)
         attrs = {k: torch.from_numpy(a[k]) for k in ATTRIBUTES}
         return {"image": image, "label": attrs["shape"].clone(), "caption": captions, "attrs": attrs}

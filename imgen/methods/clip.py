@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from imgen.checkpoint import atomic_write_text, load_tensors, read_json, save_tensors
 from imgen.data import load_dataset
 from imgen.data.shapes import (ATTRIBUTES, COLOR_NAMES, HELDOUT_PAIRS, POSITIONS, SHAPES, SIZES, make_caption,
-                               render_scenes, sample_scene_attributes)
+                               render_scenes, sample_scene_attributes, scene_captions)
 from imgen.errors import ImgenError
 from imgen.nn.image_encoder import ImageEncoder
 from imgen.nn.text import TextTransformer, Tokenizer, check_prompts, encode_prompts
@@ -128,12 +128,7 @@ def shapes_tokenizer(n: int = 4096, seed: int = 0, split: str = "train") -> Toke
     """A tokenizer over the words of `n` captions of the shapes stream (captions only, nothing rendered);
     words only the held-out templates use stay unknown (unk) for a train-split tokenizer."""
     a = sample_scene_attributes(seed, np.arange(n), split)
-    return Tokenizer.from_corpus(_captions(a))
-
-
-def _captions(a: dict) -> list[str]:
-    return [make_caption({k: a[k][i] for k in ATTRIBUTES}, int(a["template"][i]), int(a["variant"][i]))
-            for i in range(len(a["shape"]))]
+    return Tokenizer.from_corpus(scene_captions(a))
 
 
 def twin_batch(data, idx: np.ndarray, rng: np.random.Generator) -> dict:
@@ -154,7 +149,7 @@ def twin_batch(data, idx: np.ndarray, rng: np.random.Generator) -> dict:
         twin[key][i] = value
     both = {k: np.concatenate([a[k], twin[k]]) for k in a}
     image = render_scenes(both, data.image_size, both["offset"], data.supersample)
-    return {"image": image, "caption": _captions(both), "attrs": {k: torch.from_numpy(both[k]) for k in ATTRIBUTES}}
+    return {"image": image, "caption": scene_captions(both), "attrs": {k: torch.from_numpy(both[k]) for k in ATTRIBUTES}}
 
 
 def train_clip(steps: int = 2000, batch_size: int = 128, seed: int = 0, image_size: int = 32, lr: float = 2e-3,

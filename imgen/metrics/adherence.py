@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from imgen.data.shapes import ATTRIBUTES, HELDOUT_TEMPLATES, make_caption, sample_scene_attributes
+from imgen.data.shapes import sample_scene_attributes, scene_captions
 from imgen.errors import ImgenError
 
 HELDOUT_SEED = 1_000_003  # a stream no training run uses
@@ -21,9 +21,7 @@ def adherence_prompts(n: int, seed: int = HELDOUT_SEED, split: str = "heldout",
                       templates: str = "heldout") -> tuple[list[str], dict[str, np.ndarray]]:
     """n one-object prompts (held-out (shape, colour) pairs and templates by default) and their attributes."""
     a = sample_scene_attributes(seed, np.arange(n), split, max_objects=1, templates=templates)
-    prompts = [make_caption({k: a[k][i] for k in ATTRIBUTES}, int(a["template"][i]), int(a["variant"][i]))
-               for i in range(n)]
-    return prompts, {k: a[k] for k in READ}
+    return scene_captions(a), {k: a[k] for k in READ}
 
 
 def score_images(images: torch.Tensor, truth: dict[str, np.ndarray], evaluator=None) -> dict[str, float]:
