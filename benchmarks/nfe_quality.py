@@ -34,8 +34,8 @@ from imgen.data import load_dataset
 from imgen.denoiser import Denoiser
 from imgen.images import save_grid
 from imgen.metrics import toy_distances
-from imgen.methods.distill import distill
-from imgen.methods.reflow import train_reflow
+from imgen.recipes.distill import distill
+from imgen.recipes.reflow import train_reflow
 from imgen.samplers import SAMPLERS, STOCHASTIC
 from imgen.schedules import make_grid
 

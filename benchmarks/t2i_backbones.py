@@ -44,7 +44,7 @@ from imgen.metrics.adherence import HELDOUT_SEED, adherence_prompts, score_image
 from imgen.metrics.evaluators import load_evaluator
 from imgen.metrics.fid import fid
 from imgen.metrics.kid import kid
-from imgen.model import build_net_from_config
+from imgen.nn import build_net_from_config
 from imgen.nn.flops import count_macs, count_params
 from imgen.presets import get_preset
 from imgen.train import resolve_config, train

@@ -9,23 +9,15 @@ from pathlib import Path
 
 import torch
 
-from imgen.checkpoint import load_tensors
-from imgen.config import Config, load_config
+from imgen.config import Config
 from imgen.denoiser import ClippedDenoiser
 from imgen.errors import ImgenError
 from imgen.guidance import classifier_free, clip_guidance
 from imgen.methods import build_method
-from imgen.nn import build_net
+from imgen.nn import load_net
 from imgen.nn.text import check_prompts
 from imgen.samplers import get_sampler, initial_noise
 from imgen.schedules import make_grid
-
-
-def build_net_from_config(config: Config):
-    try:
-        return build_net(config.net.name, **config.net.options)
-    except TypeError as e:
-        raise ImgenError(f"bad net options {config.net.options}: {e}") from None
 
 
 class Model:
@@ -156,16 +148,5 @@ def load(path: str | Path, device: str = "cpu", weights: str = "ema") -> Model:
     (e.g. "shapes-latent-t2i", see imgen.pretrained)."""
     from imgen.pretrained import resolve_model_path
 
-    path = resolve_model_path(path)
-    if not (path / "config.json").is_file():
-        raise ImgenError(f"{str(path)!r} is not a model directory (no config.json); train one with `imgen train`")
-    if weights not in ("ema", "model"):
-        raise ImgenError(f"weights must be 'ema' or 'model', got {weights!r}")
-    config = load_config(path / "config.json")
-    net = build_net_from_config(config)
-    state = load_tensors(path / f"{weights}.safetensors")
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        raise ImgenError(f"{weights}.safetensors in {str(path)!r} does not match its config.json ({e})") from None
-    return Model(config, net, device, root=path)
+    config, net = load_net(path, weights)
+    return Model(config, net, device, root=resolve_model_path(path))

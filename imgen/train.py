@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 from imgen.checkpoint import atomic_write_text, load_tensors, save_tensors
 from imgen.config import Config, config_from_dict, load_config, save_config
 from imgen.errors import ImgenError
-from imgen.methods import build_method
 from imgen.data.base import caption_corpus
-from imgen.model import build_net_from_config
+from imgen.methods import build_method
+from imgen.nn import build_net_from_config
 from imgen.nn.text import SPECIAL_TOKENS, Tokenizer
 
 

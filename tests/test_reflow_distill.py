@@ -11,12 +11,12 @@ import imgen
 from imgen.analytic import GaussianMixture
 from imgen.config import Config, DataConfig, MethodConfig, NetConfig, SampleConfig, TrainConfig
 from imgen.data import load_dataset
-from imgen.data.pairs import make_reflow_pairs
 from imgen.denoiser import FunctionDenoiser
 from imgen.errors import ImgenError
 from imgen.methods import build_method
-from imgen.methods.distill import ddim_step, distill, distillation_target
-from imgen.methods.reflow import train_reflow
+from imgen.methods.distill import ddim_step, distillation_target
+from imgen.recipes.distill import distill
+from imgen.recipes.reflow import make_reflow_pairs, train_reflow
 from imgen.samplers import sample_ddim
 from imgen.schedules import build_schedule
 from imgen.train import Trainer, train

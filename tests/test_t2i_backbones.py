@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from imgen.data import load_dataset
-from imgen.model import build_net_from_config
+from imgen.nn import build_net_from_config
 from imgen.presets import get_preset
 from imgen.train import resolve_config
 

@@ -14,7 +14,7 @@ from imgen.data import load_dataset
 from imgen.errors import ImgenError
 from imgen.metrics.adherence import adherence_prompts, score_images
 from imgen.methods import build_method
-from imgen.model import build_net_from_config
+from imgen.nn import build_net_from_config
 from imgen.train import resolve_config, train
 
 TINY_UNET = {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "attn_resolutions": [6],

@@ -1,4 +1,4 @@
-"""Fixed (noise, sample) couplings drawn from a trained flow by its ODE, for reflow (Liu et al. 2023, sec. 2.2,
+"""Fixed (noise, sample) couplings drawn from a trained flow by its ODE (imgen.recipes.reflow.make_reflow_pairs), for reflow (Liu et al. 2023, sec. 2.2,
 Algorithm 1: "draw (X0, X1) ~ (Z0^k, Z1^k)" of the k-th rectified flow).
 
 A pair file is one safetensors file: `noise` (N, *shape), `sample` (N, *shape) = ODE(noise), optional `label` (N,),
@@ -66,34 +66,5 @@ def pairs(path: str) -> PairDataset:
     tensors, meta = load_tensors(path, with_metadata=True)
     if "noise" not in tensors or "sample" not in tensors:
         raise ImgenError(f"{path!r} is not a reflow pair file (needs 'noise' and 'sample' tensors); "
-                         "write one with imgen.data.pairs.make_reflow_pairs(model, n).save(path)")
+                         "write one with imgen.recipes.reflow.make_reflow_pairs(model, n, path=path)")
     return PairDataset(tensors["noise"], tensors["sample"], tensors.get("label"), meta)
-
-
-@torch.no_grad()
-def make_reflow_pairs(model, n: int, steps: int = 100, sampler: str = "dpmpp_2m", seed: int = 0,
-                      batch: int = 500, path: str | Path | None = None) -> PairDataset:
-    """Draw n noises z (one generator seeded by `seed`) and push each through the teacher's probability-flow ODE
-    with a deterministic `sampler` at `steps` steps: the coupling (Z0, Z1) of Liu et al. 2023, Algorithm 1.
-    Conditional teachers get labels 0, 1, ..., num_classes - 1 in turn (no guidance). Saved to `path` if given."""
-    from imgen.samplers import STOCHASTIC, get_sampler
-
-    get_sampler(sampler)
-    if sampler in STOCHASTIC:
-        raise ImgenError(f"reflow pairs need a deterministic ODE sampler, not {sampler!r}; "
-                         "use e.g. 'dpmpp_2m', 'heun', 'euler'")
-    if n < 1 or batch < 1:
-        raise ImgenError(f"n and batch must be >= 1, got n={n}, batch={batch}")
-    gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn((n, *model.shape), generator=gen)  # rectified flow starts at N(0, I) (t = 1)
-    label = None if model.num_classes is None else torch.arange(n) % model.num_classes
-    sample = torch.cat([
-        model.sample(len(z), labels=None if label is None else label[i:i + batch], sampler=sampler, steps=steps,
-                     cfg=1.0, seed=seed, noise=z)
-        for i, z in ((i, noise[i:i + batch]) for i in range(0, n, batch))])
-    meta = {"sampler": sampler, "steps": steps, "seed": seed, "num_classes": model.num_classes,
-            "teacher": model.config.description}
-    ds = PairDataset(noise, sample, label, meta)
-    if path is not None:
-        ds.save(path)
-    return ds

@@ -2,16 +2,12 @@
 from imgen.errors import build
 from imgen.methods.autoencoder import kl_autoencoder
 from imgen.methods.cold import cold
-from imgen.methods.diffusion import ddpm
-from imgen.methods.edm import edm
-from imgen.methods.flow_matching import flow_matching
-from imgen.methods.latent import latent
+from imgen.methods.denoising import DENOISING_METHODS
 from imgen.methods.distill import progressive_distillation
-from imgen.methods.reflow import reflow
-from imgen.methods.score import ncsn
+from imgen.methods.latent import latent
 
-METHODS = {"ddpm": ddpm, "flow_matching": flow_matching, "ncsn": ncsn, "edm": edm}
-METHODS.update(reflow=reflow, progressive_distillation=progressive_distillation)  # few-step family
+METHODS = dict(DENOISING_METHODS)  # ddpm, flow_matching, ncsn, edm, reflow
+METHODS.update(progressive_distillation=progressive_distillation)  # few-step family
 METHODS.update(cold=cold)  # off the Gaussian path: samples with its own Algorithms 1-2
 METHODS.update(kl_autoencoder=kl_autoencoder, latent=latent)  # latent models (LDM)
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import torch
 
+from imgen.config import load_config
 from imgen.errors import ImgenError
+from imgen.nn import load_net
 
 RECON_LOSSES = ("l1", "l2")
 
@@ -51,10 +53,6 @@ def kl_autoencoder(kl_weight: float = 1e-6, recon: str = "l1") -> KLAutoencoder:
 
 def load_autoencoder(path: str | Path, weights: str = "ema"):
     """The frozen AutoencoderKL of a model directory trained with method kl_autoencoder (eval mode, no grads)."""
-    from imgen.checkpoint import load_tensors
-    from imgen.config import load_config
-    from imgen.model import build_net_from_config
-
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ImgenError(f"autoencoder directory {str(path)!r} has no config.json; train one with "
@@ -64,9 +62,5 @@ def load_autoencoder(path: str | Path, weights: str = "ema"):
     if config.net.name != "autoencoder":
         raise ImgenError(f"{str(path)!r} holds a {config.net.name!r} net trained with method {config.method.name!r}, "
                          f"not an autoencoder; pass a directory trained with `imgen train shapes-ae`")
-    net = build_net_from_config(config)
-    try:
-        net.load_state_dict(load_tensors(path / f"{weights}.safetensors"))
-    except RuntimeError as e:
-        raise ImgenError(f"{weights}.safetensors in {str(path)!r} does not match its config.json ({e})") from None
+    _, net = load_net(path, weights)
     return net.eval().requires_grad_(False)

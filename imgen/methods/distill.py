@@ -9,13 +9,13 @@ model of the teacher's parameterization, so every sampler still runs it.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from imgen.denoiser import _bcast, target
 from imgen.errors import ImgenError
+from imgen.methods.denoising import build_denoising_method
 from imgen.methods.diffusion import DenoisingMethod
+from imgen.nn import load_net
 
 
 def ddim_step(denoiser, x, t, s, cond=None) -> torch.Tensor:
@@ -42,24 +42,27 @@ class ProgressiveDistillation:
     directory samples like the teacher's. The teacher model directory is loaded on the first loss call."""
 
     def __init__(self, teacher: str, student_steps: int, base_method: str = "flow_matching", **base_options):
-        from imgen.methods import build_method
-
         if isinstance(student_steps, bool) or not isinstance(student_steps, int) or student_steps < 1:
             raise ImgenError(f"student_steps must be an integer >= 1, got {student_steps!r}")
-        base = build_method(base_method, **base_options)
+        base = build_denoising_method(base_method, **base_options)
         if not isinstance(base, DenoisingMethod):
             raise ImgenError(f"progressive distillation needs a diffusion/flow teacher, not method {base_method!r}")
-        self.base, self.schedule, self.prediction = base, base.schedule, base.prediction
+        self.base, self.base_name, self.schedule, self.prediction = base, base_method, base.schedule, base.prediction
         self.teacher_path, self.student_steps = str(teacher), student_steps
         self._teacher = None
 
     def teacher(self):
+        """The teacher's denoiser: its EMA net under this student's base method (teacher and student share the
+        schedule and parameterization: a teacher is a `base_method` model or a student distilled from one)."""
         if self._teacher is None:
-            from imgen.model import load
-
-            model = load(self.teacher_path)
-            model.net.requires_grad_(False)
-            self._teacher = model.method.denoiser(model.net)
+            config, net = load_net(self.teacher_path)
+            name, opts = config.method.name, config.method.options
+            if name == "progressive_distillation":
+                name = opts.get("base_method", "flow_matching")
+            if name != self.base_name:
+                raise ImgenError(f"the teacher {self.teacher_path!r} was trained with method {name!r} but the student "
+                                 f"distils base_method {self.base_name!r}; set base_method={name!r}")
+            self._teacher = self.base.denoiser(net.eval().requires_grad_(False))
         return self._teacher
 
     def loss(self, net, batch: dict, generator=None) -> torch.Tensor:
@@ -85,36 +88,3 @@ def progressive_distillation(teacher: str, student_steps: int, base_method: str 
     """Options besides teacher/student_steps/base_method are the teacher method's own (cond_drop, schedule...)."""
     return ProgressiveDistillation(teacher, student_steps, base_method, **base_options)
 
-
-def distill(teacher_dir: str | Path, out_dir: str | Path, start_steps: int = 32, end_steps: int = 4,
-            train_steps: int = 300, lr: float = 5e-4, batch_size: int | None = None, progress: bool = False) -> Path:
-    """Run rounds of progressive distillation from `teacher_dir` (taken to sample well at `start_steps` DDIM/Euler
-    steps) until the student takes `end_steps`; round k trains `out_dir/steps{N}`. Returns the last student's dir,
-    a normal model directory (imgen.load + any sampler; its config samples with ddim at N steps)."""
-    from imgen.config import MethodConfig, SampleConfig, load_config
-    from imgen.train import train
-
-    if not (start_steps > end_steps >= 1 and start_steps % end_steps == 0
-            and (start_steps // end_steps) & (start_steps // end_steps - 1) == 0):
-        raise ImgenError(f"start_steps / end_steps must be a power of two > 1, got {start_steps} / {end_steps}")
-    cfg = load_config(Path(teacher_dir) / "config.json")
-    opts = dict(cfg.method.options)
-    if cfg.method.name == "progressive_distillation":  # distilling a student further: keep its base method
-        base_method = opts.pop("base_method", "flow_matching")
-        opts.pop("teacher"), opts.pop("student_steps")
-    else:
-        base_method = cfg.method.name
-    current, n = Path(teacher_dir), start_steps
-    while n > end_steps:
-        n //= 2
-        cfg.method = MethodConfig("progressive_distillation", {"teacher": str(current), "student_steps": n,
-                                                               "base_method": base_method, **opts})
-        cfg.train.steps, cfg.train.lr, cfg.train.warmup, cfg.train.init_from = train_steps, lr, 10, str(current)
-        cfg.train.ckpt_every = train_steps
-        if batch_size is not None:
-            cfg.data.batch_size = batch_size
-        cfg.sample = SampleConfig("ddim", steps=n)
-        cfg.description = f"progressive distillation ({n} steps) of {Path(teacher_dir).name}"
-        train(cfg, Path(out_dir) / f"steps{n}", progress=progress)
-        current = Path(out_dir) / f"steps{n}"
-    return current

@@ -26,6 +26,7 @@ import torch
 from imgen.checkpoint import atomic_write_text, read_json
 from imgen.errors import ImgenError
 from imgen.methods.autoencoder import load_autoencoder
+from imgen.methods.denoising import build_denoising_method
 from imgen.pretrained import resolve_model_path
 
 AE_DIR = "autoencoder"  # inside the latent model's directory
@@ -57,8 +58,6 @@ class LatentMethod:
 
     def __init__(self, autoencoder: str, method: str = "flow_matching", method_options: dict | None = None,
                  scale: float | None = None, posterior: str = "sample"):
-        from imgen.methods import build_method
-
         if method in ("latent", "kl_autoencoder"):
             raise ImgenError(f"method 'latent' wraps a diffusion/flow method (e.g. flow_matching, ddpm, edm), "
                              f"not {method!r}")
@@ -70,7 +69,7 @@ class LatentMethod:
             raise ImgenError(f"latent scale must be a positive number or null (measure 1/std on the data), got {scale!r}")
         if posterior not in POSTERIORS:
             raise ImgenError(f"latent posterior must be one of {', '.join(POSTERIORS)}, got {posterior!r}")
-        self.inner = build_method(method, **(method_options or {}))
+        self.inner = build_denoising_method(method, **(method_options or {}))
         if not callable(getattr(self.inner, "denoiser", None)):
             raise ImgenError(f"method {method!r} has no denoiser, so it cannot be sampled in latent space")
         self.autoencoder_path, self.fixed_scale, self.posterior = str(autoencoder), scale, posterior

@@ -2,12 +2,10 @@
 coupling (Z0, Z1) that a trained flow's ODE draws, instead of to independent (noise, data) pairs. The new flow's
 paths are straighter, so few Euler steps suffice (k-rectified flow; k = 2 is "2-rectified flow").
 
-Training data are fixed pairs from `imgen.data.pairs.make_reflow_pairs` (dataset "pairs"); the student starts
+Training data are fixed pairs from `imgen.recipes.reflow.make_reflow_pairs` (dataset "pairs"); the student starts
 from the teacher's weights (train.init_from), as is standard.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 
@@ -23,7 +21,7 @@ class ReflowMethod(DenoisingMethod):
     def loss(self, net, batch: dict, generator=None) -> torch.Tensor:
         if "noise" not in batch:
             raise ImgenError("reflow trains on (noise, sample) pairs: use data name 'pairs' with path=<file written by "
-                             "imgen.data.pairs.make_reflow_pairs>, not a plain dataset")
+                             "imgen.recipes.reflow.make_reflow_pairs>, not a plain dataset")
         x1 = batch["image"] if "image" in batch else batch["x"]  # the teacher's ODE output (data end, t = 0)
         z = batch["noise"].to(x1.dtype)  # its paired noise (t = 1)
         cond = self.condition(batch, generator)
@@ -38,30 +36,3 @@ def reflow(t_sampling: str = "uniform", **kwargs) -> ReflowMethod:
     """k-rectified flow on the pairs of a (k-1)-rectified teacher; samples like any flow-matching model."""
     return ReflowMethod(RectifiedFlow(), "velocity", t_sampling=t_sampling, **kwargs)
 
-
-def train_reflow(teacher_dir, out_dir, n_pairs: int = 2000, pair_steps: int = 100, sampler: str = "dpmpp_2m",
-                 train_steps: int = 1000, lr: float = 5e-4, seed: int = 0, progress: bool = False):
-    """2-rectified flow from a trained flow model directory: draw `n_pairs` ODE couplings with `sampler` at
-    `pair_steps` steps into out_dir/pairs.safetensors, then train out_dir/model from the teacher's weights on them.
-    Returns the model directory (a normal one: imgen.load + any sampler)."""
-    from imgen.config import DataConfig, MethodConfig
-    from imgen.data.pairs import make_reflow_pairs
-    from imgen.model import load
-    from imgen.train import train
-
-    teacher = load(teacher_dir)
-    cfg = teacher.config
-    if cfg.method.name not in ("flow_matching", "reflow"):
-        raise ImgenError(f"reflow needs a rectified-flow teacher (flow_matching or reflow), got {cfg.method.name!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pairs_path = out / "pairs.safetensors"
-    if not pairs_path.exists():
-        make_reflow_pairs(teacher, n_pairs, pair_steps, sampler, seed, path=pairs_path)
-    cfg.data = DataConfig("pairs", {"path": str(pairs_path)}, batch_size=cfg.data.batch_size)
-    cfg.method = MethodConfig("reflow", dict(cfg.method.options))
-    cfg.train.steps, cfg.train.lr, cfg.train.warmup, cfg.train.init_from = train_steps, lr, 10, str(teacher_dir)
-    cfg.train.ckpt_every, cfg.train.seed = train_steps, seed
-    cfg.description = f"2-rectified flow (reflow) of {Path(teacher_dir).name}"
-    train(cfg, out / "model", progress=progress)
-    return out / "model"

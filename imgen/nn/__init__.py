@@ -1,6 +1,11 @@
-"""imgen's networks: plain nn.Modules with forward(x, t, cond=None); no losses here."""
+"""imgen's networks: plain nn.Modules with forward(x, t, cond=None); no losses here. Also the two things every
+layer above needs from a model directory: build its net from config.json, load its weights."""
 from __future__ import annotations
 
+from pathlib import Path
+
+from imgen.checkpoint import load_tensors
+from imgen.config import Config, load_config
 from imgen.errors import ImgenError
 from imgen.nn.autoencoder import AutoencoderKL
 from imgen.nn.dit import DiT, dit_s, dit_tiny
@@ -21,4 +26,31 @@ def build_net(name: str, **kwargs):
     return NETS[name](**kwargs)
 
 
-__all__ = ["NETS", "build_net", "UNet", "DiT", "MLPDenoiser", "TextToImageNet", "unet_tiny", "unet_small", "dit_tiny", "dit_s"]
+def build_net_from_config(config: Config):
+    """The (untrained) net of a model config: config.net.name with config.net.options."""
+    try:
+        return build_net(config.net.name, **config.net.options)
+    except TypeError as e:
+        raise ImgenError(f"bad net options {config.net.options}: {e}") from None
+
+
+def load_net(path: str | Path, weights: str = "ema"):
+    """(config, net) of a model directory (config.json + {weights}.safetensors), or of a shipped model by name;
+    the net holds the weights, in train mode, as built."""
+    from imgen.pretrained import resolve_model_path  # imgen.pretrained imports only imgen.errors
+
+    path = resolve_model_path(path)
+    if not (path / "config.json").is_file():
+        raise ImgenError(f"{str(path)!r} is not a model directory (no config.json); train one with `imgen train`")
+    if weights not in ("ema", "model"):
+        raise ImgenError(f"weights must be 'ema' or 'model', got {weights!r}")
+    config = load_config(path / "config.json")
+    net = build_net_from_config(config)
+    try:
+        net.load_state_dict(load_tensors(path / f"{weights}.safetensors"))
+    except RuntimeError as e:
+        raise ImgenError(f"{weights}.safetensors in {str(path)!r} does not match its config.json ({e})") from None
+    return config, net
+
+
+__all__ = ["NETS", "build_net", "build_net_from_config", "load_net", "UNet", "DiT", "MLPDenoiser", "TextToImageNet", "unet_tiny", "unet_small", "dit_tiny", "dit_s"]
