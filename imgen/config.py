@@ -40,7 +40,9 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     betas: list = field(default_factory=lambda: [0.9, 0.99])
-    warmup: int = 100  # linear LR warm-up steps, then constant
+    warmup: int = 100  # linear LR warm-up steps, then lr_schedule
+    lr_schedule: str = "constant"  # after warm-up: "constant", or "cosine" (decay to 0 at the last step)
+    adam_eps: float = 1e-8
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + step) / (10 + step)) early on

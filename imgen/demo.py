@@ -14,11 +14,12 @@ import torch
 
 from imgen.config import apply_overrides
 from imgen.data.shapes import ShapesDataset, render_scenes
-from imgen.methods.clip import CLIP, evaluate_clip, train_clip
+from imgen.methods.clip import CLIP, evaluate_clip
 from imgen.metrics.adherence import adherence_prompts, score_images
 from imgen.model import load
 from imgen.plots import forward_noising_strip
 from imgen.presets import get_preset
+from imgen.recipes.clip import train_clip
 from imgen.report import Report, loss_curve
 from imgen.train import train
 
@@ -44,7 +45,8 @@ def run_demo(out: str | Path = "imgen-demo", steps: int | None = None, seed: int
     tic = time.perf_counter()
     if not (out / "clip" / "model.safetensors").is_file():  # 1. a CLIP from scratch: its text tower is the encoder
         print(f"training a CLIP on shapes captions ({clip_steps} steps) ...", flush=True)
-        clip, _ = train_clip(steps=clip_steps, batch_size=128, image_size=16, max_objects=1, seed=seed)
+        clip, _ = train_clip(steps=clip_steps, batch_size=128, image_size=16, max_objects=1, seed=seed,
+                             out_dir=out / "clip-train")  # a model directory: a rerun resumes it
         clip.save(out / "clip")
     clip_s = time.perf_counter() - tic
     overrides = [f"train.seed={seed}", f"net.options.encoder_init={out / 'clip'}"]

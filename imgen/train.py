@@ -1,5 +1,13 @@
-"""The Trainer: AdamW with warm-up, grad clipping, EMA, progress bar, JSONL log, atomic safetensors
-checkpoints and exact resume.
+"""The Trainer, imgen's one training loop: AdamW with warm-up (then constant or cosine LR), grad clipping, EMA,
+progress bar, JSONL log, atomic safetensors checkpoints and exact resume.
+
+A method needs only loss(net, batch, generator). Two optional hooks serve methods with several optimizers
+(GANs: a discriminator and a generator stepped in turn):
+    optimizers(net, train_config) -> {name: torch.optim.Optimizer}    default {"net": AdamW(net.parameters())}
+    updates() -> [(name, loss_fn), ...]                                 default [("net", method.loss)]
+Each training step runs the updates in order: loss_fn(net, batch, generator), zero_grad, backward, clip the
+grads of that optimizer's parameters, step. A later update sees the parameters an earlier one just changed
+(alternating D/G steps). The LR schedule scales every optimizer's own learning rates.
 
 Exact resume: every batch is a pure function of (seed, step) and every random draw comes from RNGs whose
 states are checkpointed, so a run killed at any moment and restarted ends byte-identical to one that never
@@ -26,6 +34,9 @@ from imgen.nn import build_net_from_config
 from imgen.nn.text import SPECIAL_TOKENS, Tokenizer
 
 
+EMBEDDING_METHODS = ("clip", "unclip_prior", "unclip_decoder")  # conditioned on CLIP embeddings, not class labels
+
+
 def _is_temp(path: Path) -> bool:
     """A temp file of imgen.checkpoint's atomic writes (".NAME.XXXX.tmp")."""
     return path.name.startswith(".") and path.name.endswith(".tmp")
@@ -43,10 +54,12 @@ def resolve_config(config: Config, dataset) -> Config:
         method_opts = method_opts.get("method_options") or {}
     if config.net.name == "mlp":
         opts.setdefault("dim", 2)
-    else:
+    elif config.net.name != "prior":  # the unCLIP prior works on CLIP embeddings, not images
         opts.setdefault("in_channels", channels)
         opts.setdefault("image_size", size)
-    if config.net.name == "text2img":  # conditioned on captions, not class labels
+    if config.net.name == "clip" and not opts.get("vocab"):  # CLIP's tokenizer: the words of the captions
+        opts["vocab"] = Tokenizer.from_corpus(caption_corpus(dataset)).itos[len(SPECIAL_TOKENS):]
+    elif config.net.name == "text2img":  # conditioned on captions, not class labels
         if opts.get("encoder_init"):  # a pretrained CLIP text tower: its vocabulary and architecture
             from imgen.nn.text2img import clip_text_options
             from imgen.pretrained import resolve_model_path
@@ -54,13 +67,13 @@ def resolve_config(config: Config, dataset) -> Config:
             opts["encoder_init"] = str(resolve_model_path(opts["encoder_init"]))  # a directory or "shapes-clip"
             if not Path(opts["encoder_init"]).is_dir():
                 raise ImgenError(f"net.options.encoder_init={opts['encoder_init']!r} is not a directory; give a CLIP "
-                                 f"directory written by CLIP.save (e.g. from imgen.methods.clip.train_clip)")
+                                 f"directory written by CLIP.save (e.g. from imgen.recipes.clip.train_clip)")
             opts["encoder_init"] = str(Path(opts["encoder_init"]).resolve())
             opts.update(clip_text_options(opts["encoder_init"]))
         elif opts.get("encoder", "transformer") == "transformer" and not opts.get("vocab"):
             opts["vocab"] = Tokenizer.from_corpus(caption_corpus(dataset)).itos[len(SPECIAL_TOKENS):]
     elif (getattr(dataset, "num_classes", None) and method_opts.get("cond_drop", 0.1) < 1.0
-          and config.net.name != "autoencoder"):
+          and config.net.name not in ("autoencoder", "clip", "prior") and config.method.name not in EMBEDDING_METHODS):
         opts.setdefault("num_classes", dataset.num_classes)
     return config_from_dict(d)
 
@@ -79,23 +92,50 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int, infinite: bool 
     return out
 
 
-def lr_at(step: int, base_lr: float, warmup: int) -> float:
-    return base_lr * min(1.0, (step + 1) / warmup) if warmup > 0 else base_lr
+LR_SCHEDULES = ("constant", "cosine")
 
 
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, list]:
+def lr_at(step: int, base_lr: float, warmup: int, total_steps: int = 0, schedule: str = "constant") -> float:
+    """The learning rate of step `step` (0-based): linear warm-up over `warmup` steps, then constant or a cosine
+    decay to 0 at `total_steps` (Loshchilov & Hutter 2017, SGDR eq. 5, one cycle without restarts)."""
+    lr = base_lr * min(1.0, (step + 1) / warmup) if warmup > 0 else base_lr
+    if schedule == "cosine":
+        lr *= 0.5 * (1 + math.cos(math.pi * max(step - warmup, 0) / max(total_steps - warmup, 1)))
+    return lr
+
+
+def _opt_keys(name: str) -> tuple[str, str]:
+    """(tensor prefix, metadata key) of optimizer `name` in train_state.safetensors ("net" keeps the old names)."""
+    return ("opt.", "param_groups") if name == "net" else (f"opt[{name}].", f"param_groups[{name}]")
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str = "opt.") -> tuple[dict, list]:
     sd = opt.state_dict()
-    tensors = {f"opt.{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
+    tensors = {f"{prefix}{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
     return tensors, sd["param_groups"]
 
 
-def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> None:
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list, prefix: str = "opt.") -> None:
     state: dict = {}
     for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, i, k = key.split(".", 2)
+        if key.startswith(prefix):
+            i, k = key[len(prefix):].split(".", 1)
             state.setdefault(int(i), {})[k] = v
     opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _optimizers(method, net, t) -> dict[str, torch.optim.Optimizer]:
+    if not hasattr(method, "optimizers"):
+        return {"net": torch.optim.AdamW(net.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
+                                         eps=t.adam_eps)}
+    opts = method.optimizers(net, t)
+    if not opts or not all(isinstance(o, torch.optim.Optimizer) for o in opts.values()):
+        raise ImgenError(f"{type(method).__name__}.optimizers must return {{name: torch.optim.Optimizer}}, got {opts!r}")
+    return dict(opts)
+
+
+def _params(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for g in opt.param_groups for p in g["params"]]
 
 
 class Trainer:
@@ -111,6 +151,8 @@ class Trainer:
             raise ImgenError(f"train.lr must be a positive number, got {t.lr}")
         if t.ckpt_every <= 0 or t.log_every <= 0:
             raise ImgenError("train.ckpt_every and train.log_every must be > 0")
+        if t.lr_schedule not in LR_SCHEDULES:
+            raise ImgenError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {t.lr_schedule!r}")
         self.out, self.progress = Path(out_dir), progress
         self.dataset = load_dataset(config.data.name, **config.data.options)
         self.config = resolve_config(config, self.dataset)
@@ -123,7 +165,13 @@ class Trainer:
         self.ema.load_state_dict(self.net.state_dict())
         self.ema.requires_grad_(False)
         self.method = build_method(self.config.method.name, **self.config.method.options)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        self.optimizers = _optimizers(self.method, self.net, t)
+        self.updates = self.method.updates() if hasattr(self.method, "updates") else [("net", self.method.loss)]
+        unknown = [name for name, _ in self.updates if name not in self.optimizers]
+        if unknown or not self.updates:
+            raise ImgenError(f"{type(self.method).__name__}.updates names optimizers {unknown} that optimizers() does "
+                             f"not return (it returns {sorted(self.optimizers)})")
+        self.base_lrs = {name: [g["lr"] for g in o.param_groups] for name, o in self.optimizers.items()}
         self.gen = torch.Generator().manual_seed(t.seed)  # noise, timesteps and condition dropout
         self.step = 0
         if (self.out / "train_state.safetensors").exists():
@@ -158,7 +206,9 @@ class Trainer:
         state, meta = load_tensors(self.out / "train_state.safetensors", with_metadata=True)
         self.net.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
         self.ema.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema.")})
-        _restore_optimizer(self.opt, state, meta["param_groups"])
+        for name, opt in self.optimizers.items():
+            prefix, key = _opt_keys(name)
+            _restore_optimizer(opt, state, meta[key], prefix)
         self.gen.set_state(state["rng.generator"])
         torch.set_rng_state(state["rng.torch"])
         self.step = int(meta["step"])
@@ -182,11 +232,15 @@ class Trainer:
         meta = {"step": self.step}
         save_tensors(self.net.state_dict(), self.out / "model.safetensors", meta)
         save_tensors(self.ema.state_dict(), self.out / "ema.safetensors", meta)
-        opt_tensors, groups = _flatten_optimizer(self.opt)
         state = {**{f"model.{k}": v for k, v in self.net.state_dict().items()},
                  **{f"ema.{k}": v for k, v in self.ema.state_dict().items()},
-                 **opt_tensors, "rng.generator": self.gen.get_state(), "rng.torch": torch.get_rng_state()}
-        save_tensors(state, self.out / "train_state.safetensors", {"step": self.step, "param_groups": groups})
+                 "rng.generator": self.gen.get_state(), "rng.torch": torch.get_rng_state()}
+        meta = {"step": self.step}
+        for name, opt in self.optimizers.items():
+            prefix, key = _opt_keys(name)
+            tensors, meta[key] = _flatten_optimizer(opt, prefix)
+            state.update(tensors)
+        save_tensors(state, self.out / "train_state.safetensors", meta)
         atomic_write_text(self.out / "train_state.json", json.dumps({"step": self.step, "total_steps": self.config.train.steps}) + "\n")
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -213,43 +267,60 @@ class Trainer:
         log = (self.out / "log.jsonl").open("a")
         bar = tqdm(total=t.steps, initial=self.step, desc=f"train {self.out.name}", disable=not self.progress,
                    dynamic_ncols=True)
-        window_loss, window_n, tic = 0.0, 0, time.perf_counter()
-        last_loss = float("nan")
+        names = [name for name, _ in self.updates]
+        window_loss, window_n, tic = dict.fromkeys(names, 0.0), 0, time.perf_counter()
+        losses = dict.fromkeys(names, float("nan"))
         try:
             while self.step < t.steps:
                 idx = batch_indices(len(self.dataset), data.batch_size, t.seed, self.step, infinite)
                 batch = self.dataset.get(idx)
-                lr = lr_at(self.step, t.lr, t.warmup)
-                for g in self.opt.param_groups:
-                    g["lr"] = lr
-                loss = self.method.loss(self.net, batch, self.gen)
-                if not torch.isfinite(loss):
-                    self._fail_nonfinite("loss", loss.item())
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
-                if not torch.isfinite(gnorm):
-                    self._fail_nonfinite("gradient norm", gnorm.item())
-                self.opt.step()
+                scale = lr_at(self.step, 1.0, t.warmup, t.steps, t.lr_schedule)
+                for name, opt in self.optimizers.items():
+                    for g, base in zip(opt.param_groups, self.base_lrs[name]):
+                        g["lr"] = base * scale
+                gnorms = {name: self._update(name, loss_fn, batch, losses) for name, loss_fn in self.updates}
                 self.step += 1
                 self._update_ema()
-                last_loss = loss.item()
-                window_loss, window_n = window_loss + last_loss, window_n + 1
+                for name in names:
+                    window_loss[name] += losses[name]
+                window_n += 1
                 bar.update(1)
                 if self.step % t.log_every == 0 or self.step == t.steps:
                     dt = time.perf_counter() - tic
-                    rec = {"step": self.step, "loss": window_loss / window_n, "lr": lr, "grad_norm": gnorm.item(),
+                    first = names[0]
+                    rec = {"step": self.step, "loss": window_loss[first] / window_n,
+                           "lr": self.optimizers[first].param_groups[0]["lr"], "grad_norm": gnorms[first],
                            "images_per_s": window_n * data.batch_size / max(dt, 1e-9)}
+                    if len(names) > 1:
+                        rec.update({f"loss_{n}": window_loss[n] / window_n for n in names})
+                        rec.update({f"grad_norm_{n}": gnorms[n] for n in names})
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
                     bar.set_postfix(loss=f"{rec['loss']:.4f}")
-                    window_loss, window_n, tic = 0.0, 0, time.perf_counter()
+                    window_loss, window_n, tic = dict.fromkeys(names, 0.0), 0, time.perf_counter()
                 if self.step % t.ckpt_every == 0 or self.step == t.steps:
                     self.save_checkpoint()
         finally:
             bar.close()
             log.close()
-        return {"step": self.step, "loss": last_loss, "out": str(self.out)}
+        out = {"step": self.step, "loss": losses[names[0]], "out": str(self.out)}
+        return out if len(names) == 1 else {**out, "losses": losses}
+
+    def _update(self, name: str, loss_fn, batch: dict, losses: dict) -> float:
+        """One optimizer's update: loss, backward, grad clipping over its parameters, step. -> the grad norm."""
+        loss = loss_fn(self.net, batch, self.gen)
+        if not torch.isfinite(loss):
+            self._fail_nonfinite("loss" if len(self.updates) == 1 else f"loss of {name!r}", loss.item())
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.config.train.grad_clip
+        gnorm = torch.nn.utils.clip_grad_norm_(_params(opt), clip if clip > 0 else float("inf"))
+        if not torch.isfinite(gnorm):
+            self._fail_nonfinite("gradient norm", gnorm.item())
+        opt.step()
+        losses[name] = loss.item()
+        return gnorm.item()
 
     def _fail_nonfinite(self, what: str, value: float):
         last = json.loads((self.out / "train_state.json").read_text())["step"] if (self.out / "train_state.json").exists() else None

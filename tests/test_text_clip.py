@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from imgen.errors import ImgenError
 from imgen.data import load_dataset
 from imgen.data.shapes import COLOR_NAMES, HELDOUT_PAIRS, SHAPES
-from imgen.methods.clip import (CLIP, attribute_prompts, clip_small, contrastive_loss, evaluate_clip, heldout_batch,
-                                retrieval_recall_at_1, shapes_tokenizer, train_clip, twin_batch,
+from imgen.methods.clip import (CLIP, attribute_prompts, clip_loss, clip_small, contrastive_loss, evaluate_clip, heldout_batch,
+                                retrieval_recall_at_1, shapes_tokenizer, twin_batch,
                                 zero_shot_accuracy)
 from imgen.nn.image_encoder import ImageEncoder
+from imgen.recipes.clip import train_clip
 from imgen.nn.text import TextTransformer, Tokenizer, encode_prompts
 
 
@@ -48,13 +49,42 @@ def test_tokenizer_non_ascii_text_is_normalised_or_unknown(tok):
 
 
 def test_tokenizer_truncates_long_prompts_with_warning(tok):
-    with pytest.warns(UserWarning, match=r"dropped the last 3 tokens"):
+    with pytest.warns(UserWarning, match=r"a prompt is longer than max_len=7 tokens: truncated to the first 7"):
         ids, mask = tok.encode(["a red circle in the center of it"], max_len=7)  # 8 words + bos/eos = 10
     assert ids[0].tolist() == [tok.bos_id] + [tok.stoi[w] for w in "a red circle in the".split()] + [tok.eos_id]
     assert mask.all()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tok.encode(["a red circle in the"], max_len=7)  # fits exactly: no warning
+
+
+def test_a_5000_word_prompt_is_cut_early_with_one_warning(tok, monkeypatch):
+    """Only a prefix of a long prompt is read (work bounded by max_len, not by the prompt), and one call warns
+    once however many prompts it cut."""
+    import imgen.nn.text as text
+    seen = []
+    split = text.split_words
+
+    def counting_split(t, limit=None):
+        if limit is None:  # the call that normalises and splits: count the characters it reads
+            seen.append(len(t))
+        return split(t, limit)
+    monkeypatch.setattr(text, "split_words", counting_split)
+    long_prompt = " ".join(["a red circle in the center"] * 1000)  # 6000 words, 27k characters
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ids, mask = tok.encode([long_prompt, "a blue square", long_prompt + " star"], max_len=12)
+    assert len(caught) == 1 and "2 prompts are longer than max_len=12" in str(caught[0].message)
+    assert mask.sum(1).tolist() == [12, 5, 12] and tok.decode(ids)[0] == " ".join(long_prompt.split()[:10])
+    assert max(seen) <= 16 * 12 * 2 < len(long_prompt) // 50  # characters read per prompt: a short prefix
+    seen.clear()
+    tok.encode(["a red circle"], max_len=12)
+    short_work = sum(seen)
+    seen.clear()
+    with pytest.warns(UserWarning):
+        tok.encode([long_prompt * 10], max_len=12)
+    assert sum(seen) <= 4 * 16 * 14  # 60k words cost a few hundred characters, as a short prompt's
+    assert short_work == len("a red circle")
 
 
 @pytest.mark.parametrize("prompt", ["", "   \t\n", "?!"])
@@ -172,7 +202,7 @@ def test_clip_encoders_are_normalised_and_temperature_starts_at_0_07(small_clip)
     assert torch.allclose(small_clip.encode_text(batch["caption"]).norm(dim=-1), torch.ones(4), atol=1e-5)
     assert small_clip.logit_scale.exp().item() == pytest.approx(1 / 0.07)
     with pytest.raises(ImgenError, match="'caption'"):
-        small_clip.loss({"image": batch["image"]})
+        clip_loss(small_clip, {"image": batch["image"]})
 
 
 def test_zero_shot_averages_prompt_ensembles(small_clip):
@@ -266,11 +296,15 @@ def test_minilm_pooled_embedding_matches_sentence_transformers(minilm):
 def test_minilm_in_clip_truncation_and_empty_prompt(minilm):
     model = CLIP(ImageEncoder(3, 16, 8, 32), minilm, tokenizer=None, embed_dim=16)
     batch = heldout_batch(4, 16)
-    assert model.loss(batch).requires_grad
+    assert clip_loss(model, batch).requires_grad
     assert not any(p.requires_grad for p in minilm.parameters())  # frozen: only projections and images train
-    with pytest.warns(UserWarning, match="dropped the last"):
-        tokens, mask, _ = encode_prompts(["red " * 30], minilm)
-    assert mask.shape == (1, 16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tokens, mask, _ = encode_prompts(["red " * 30, "a red circle", "blue " * 5000, "blue " * 5000], minilm)
+    assert [str(w.message) for w in caught] == [
+        "2 prompts are longer than max_len=16 tokens: truncated to the first 16 (with the start/end tokens); "
+        "shorten it or raise max_len"]  # one warning per call; the two identical long prompts count once
+    assert mask.shape == (4, 16) and mask.sum(1).tolist() == [16, 5, 16, 16]
     with pytest.raises(ImgenError, match="empty prompt"):
         encode_prompts(["a red circle", " "], minilm)
 

@@ -8,10 +8,11 @@ import torch
 
 from imgen.data import load_dataset
 from imgen.errors import ImgenError
-from imgen.methods.clip import clip_small, shapes_tokenizer, train_clip
+from imgen.methods.clip import clip_small, shapes_tokenizer
 from imgen.methods.unclip import (DECODER_METHOD, PRIOR_METHOD, UnCLIP, build_stage_method, decoder_batch, decoder_net,
-                                  embedding_scale, image_condition, prior_batch, text_condition, train_decoder,
-                                  train_prior)
+                                  embedding_scale, image_condition, prior_batch, text_condition)
+from imgen.recipes.clip import train_clip
+from imgen.recipes.unclip import train_decoder, train_prior
 from imgen.nn.prior import PriorTransformer
 
 E = 16  # the tiny CLIP's embed_dim

@@ -271,7 +271,7 @@ class ShapesDataset:
     num_classes = len(SHAPES)  # `label` is the main object's shape
 
     def __init__(self, n: int = 10000, image_size: int = 32, seed: int = 0, split: str = "train",
-                 max_objects: int = 2, templates: str | None = None, supersample: int = 4):
+                 max_objects: int = 2, templates: str | None = None, supersample: int = 4, twins: bool = False):
         self.image_size = check_image_size(image_size, "shapes")
         if self.image_size is None or self.image_size < 12:
             raise ImgenError(f"shapes: image_size={image_size} is too small to tell shapes apart; use >= 12 (16 or 32)")
@@ -282,7 +282,9 @@ class ShapesDataset:
             raise ImgenError(f"shapes: n (the epoch length) must be a positive integer, got {n!r}")
         if not isinstance(supersample, (int, np.integer)) or not 1 <= supersample <= 16:
             raise ImgenError(f"shapes: supersample must be an integer in [1, 16], got {supersample!r}")
-        self.n, self.seed, self.supersample = int(n), int(seed), int(supersample)
+        if not isinstance(twins, bool):
+            raise ImgenError(f"shapes: twins must be true or false, got {twins!r}")
+        self.n, self.seed, self.supersample, self.twins = int(n), int(seed), int(supersample), twins
         self.class_names = list(SHAPES)
 
     def __len__(self) -> int:
@@ -301,8 +303,40 @@ class ShapesDataset:
         return scene_captions(self.attributes(idx))
 
     def get(self, idx) -> dict:
+        """Items `idx`; with twins=True the first ceil(B/2) items of idx followed by their counterfactual twins
+        (twin_batch), B in all, the twins drawn from an RNG seeded by (seed, idx[0], B)."""
+        if self.twins:
+            idx = as_index(idx, None, self.name)
+            if len(idx) < 2:
+                raise ImgenError("shapes with twins=True serves batches of >= 2 items (each item and its twin)")
+            rng = np.random.default_rng([self.seed, int(idx[0]), len(idx)])
+            batch = twin_batch(self, idx[: (len(idx) + 1) // 2], rng)
+            return {k: v[: len(idx)] if k != "attrs" else {a: t[: len(idx)] for a, t in v.items()}
+                    for k, v in batch.items()}
         a = self.attributes(idx)
         image = render_scenes(a, self.image_size, a["offset"], self.supersample)
         captions = scene_captions(a)
         attrs = {k: torch.from_numpy(a[k]) for k in ATTRIBUTES}
         return {"image": image, "label": attrs["shape"].clone(), "caption": captions, "attrs": attrs}
+
+
+def twin_batch(data, idx: np.ndarray, rng: np.random.Generator) -> dict:
+    """Items `idx` of a shapes stream followed by one counterfactual twin each: the same scene and caption with
+    the main object's shape or colour changed (to another train pair), so a batch holds hard negatives that
+    only shape or only colour tells apart (hard negatives for compositional CLIP: Yuksekgonul et al. 2023,
+    NegCLIP; here both the image and the caption of the negative are real). -> {"image", "caption", "attrs"}."""
+    a = data.attributes(idx)
+    twin = {k: v.copy() for k, v in a.items()}
+    heldout = {(SHAPES.index(s), COLOR_NAMES.index(c)) for s, c in HELDOUT_PAIRS}
+    for i in range(len(idx)):
+        shape, color = int(a["shape"][i]), int(a["color"][i])
+        if rng.random() < 0.5:
+            options = [("shape", s) for s in range(len(SHAPES)) if s != shape and (s, color) not in heldout]
+        else:
+            options = [("color", c) for c in range(len(COLOR_NAMES)) if c != color and (shape, c) not in heldout]
+        key, value = options[rng.integers(len(options))]
+        twin[key][i] = value
+    both = {k: np.concatenate([a[k], twin[k]]) for k in a}
+    image = render_scenes(both, data.image_size, both["offset"], data.supersample)
+    attrs = {k: torch.from_numpy(both[k]) for k in ATTRIBUTES}
+    return {"image": image, "label": attrs["shape"].clone(), "caption": scene_captions(both), "attrs": attrs}

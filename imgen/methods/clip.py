@@ -1,127 +1,69 @@
-"""CLIP: contrastive language-image pre-training (Radford et al. 2021), small enough to train on a CPU on the
-shapes data, plus its zero-shot evaluation on held-out (shape, colour) pairs.
+"""CLIP: contrastive language-image pre-training (Radford et al. 2021) as a method, small enough to train on a
+CPU on the shapes data, plus its zero-shot evaluation on held-out (shape, colour) pairs.
 
-A CLIP model is an image encoder and a text encoder, each followed by a linear projection into a shared
-embed_dim space where both are L2-normalised; a learned temperature scales their cosine similarities into
-logits and the loss is the symmetric cross-entropy over a batch (Figure 3 of the paper).
+The network (imgen.nn.clip.CLIP) maps images and texts into one embed_dim space; the method's loss is the
+symmetric cross-entropy over a batch of (image, caption) pairs (Figure 3 of the paper). Train one with
+imgen.recipes.clip.train_clip or `imgen train` (net "clip", method "clip", data "shapes").
 """
 from __future__ import annotations
 
 import itertools
-import json
-import math
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-from tqdm.auto import tqdm
 
-from imgen.checkpoint import atomic_write_text, load_tensors, read_json, save_tensors
 from imgen.data import load_dataset
-from imgen.data.shapes import (ATTRIBUTES, COLOR_NAMES, HELDOUT_PAIRS, POSITIONS, SHAPES, SIZES, make_caption,
-                               render_scenes, sample_scene_attributes, scene_captions)
+from imgen.data.shapes import (COLOR_NAMES, POSITIONS, SHAPES, SIZES, make_caption, sample_scene_attributes,
+                               scene_captions, twin_batch)
 from imgen.errors import ImgenError
-from imgen.nn.image_encoder import ImageEncoder
-from imgen.nn.text import TextTransformer, Tokenizer, check_prompts, encode_prompts
+from imgen.nn.clip import CLIP, MAX_LOGIT_SCALE, clip_small, logit_scale_value
+from imgen.nn.text import Tokenizer
 
-MAX_LOGIT_SCALE = 100.0  # Radford et al. 2021, sec. 2.5: the temperature is clipped so logits scale by <= 100
+__all__ = ["CLIP", "MAX_LOGIT_SCALE", "ClipMethod", "clip_small", "contrastive_loss", "clip_loss", "twin_batch",
+           "shapes_tokenizer", "zero_shot_accuracy", "retrieval_recall_at_1", "evaluate_clip"]
+
 HELDOUT_SEED = 1_000_003  # the evaluation stream; any seed gives fresh scenes, this one is never trained on
 
 
 def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE of L2-normalised embeddings (B, E) (Radford et al. 2021, Figure 3):
     logits = exp(t) * I @ T^T; loss = (CE(logits, arange) over images + CE(logits^T, arange) over texts) / 2."""
-    logits = logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp() * image_emb @ text_emb.T  # (B, B)
+    logits = logit_scale_value(logit_scale) * image_emb @ text_emb.T  # (B, B)
     labels = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
-class CLIP(nn.Module):
-    """encode_image(images) / encode_text(texts) -> L2-normalised (B, embed_dim); loss(batch) is the contrastive
-    loss of a batch dict with "image" (B, C, H, W) in [-1, 1] and "caption" (B strings).
-    tokenizer=None for a self-tokenizing text encoder (MiniLMEncoder)."""
-
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, tokenizer: Tokenizer | None = None,
-                 embed_dim: int = 128):
-        super().__init__()
-        self.image_encoder, self.text_encoder, self.tokenizer = image_encoder, text_encoder, tokenizer
-        self.embed_dim = embed_dim
-        self.image_proj = nn.Linear(image_encoder.dim, embed_dim, bias=False)
-        self.text_proj = nn.Linear(text_encoder.dim, embed_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # sec. 2.5: init temperature 0.07
-
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        device = self.logit_scale.device
-        return F.normalize(self.image_proj(self.image_encoder(images.to(device))), dim=-1)
-
-    def encode_text(self, texts) -> torch.Tensor:
-        _, _, pooled = encode_prompts(texts, self.text_encoder, self.tokenizer)
-        return F.normalize(self.text_proj(pooled), dim=-1)
-
-    def loss(self, batch: dict) -> torch.Tensor:
-        images, captions = batch.get("image"), batch.get("caption")
-        if images is None or captions is None or len(captions) != len(images):
-            raise ImgenError("CLIP trains on batches with both 'image' (B, C, H, W) and 'caption' (B strings); "
-                             "use a captioned dataset such as load_dataset('shapes')")
-        return contrastive_loss(self.encode_image(images), self.encode_text(list(captions)), self.logit_scale)
-
-    @torch.no_grad()
-    def zero_shot(self, images: torch.Tensor, class_prompts) -> torch.Tensor:
-        """Logits (N, K) of N images over K classes. Each class is one prompt or a list of prompts whose
-        embeddings are averaged and renormalised (prompt ensembling, Radford et al. 2021, sec. 3.1.4)."""
-        groups = [[p] if isinstance(p, str) else list(p) for p in class_prompts]
-        if not groups or not all(groups):
-            raise ImgenError("zero_shot needs at least one class, each with at least one prompt")
-        text = self.encode_text(check_prompts([p for g in groups for p in g]))
-        owner = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor([len(g) for g in groups]))
-        classes = torch.zeros(len(groups), text.shape[1], dtype=text.dtype).index_add_(0, owner, text.cpu())
-        classes = F.normalize(classes, dim=-1).to(text.device)
-        scale = self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
-        return scale * self.encode_image(images) @ classes.T
-
-    def clip_score(self, images: torch.Tensor, captions: list[str]) -> float:
-        """CLIPScore (Hessel et al. 2021, eq. 1) with w = 100, i.e. 100 * max(cos(E_I, E_T), 0) averaged over the
-        pairs, as torchmetrics reports it (the paper's own w = 2.5 rescales it by 2.5 / 100); computed by
-        imgen.metrics.clip_score so there is one implementation."""
-        from imgen.metrics.clip_score import clip_score
-        was_training = self.training
-        try:
-            return clip_score(images, captions, self.eval())
-        finally:
-            self.train(was_training)
-
-    # ---- save / load: a directory with config.json (incl. the tokenizer) and model.safetensors ----
-    def save(self, directory: str | Path) -> None:
-        if not isinstance(self.text_encoder, TextTransformer) or not isinstance(self.image_encoder, ImageEncoder):
-            raise ImgenError("CLIP.save supports ImageEncoder + TextTransformer models; a frozen pretrained text "
-                             "encoder is rebuilt from its package, so save image_encoder/projections yourself")
-        directory = Path(directory)
-        config = {"kind": "clip", "embed_dim": self.embed_dim, "image_encoder": self.image_encoder.config(),
-                  "text_encoder": self.text_encoder.config(), "tokenizer": self.tokenizer.to_dict()}
-        save_tensors(self.state_dict(), directory / "model.safetensors")
-        atomic_write_text(directory / "config.json", json.dumps(config, indent=1))
-
-    @classmethod
-    def load(cls, directory: str | Path) -> "CLIP":
-        directory = Path(directory)
-        config = read_json(directory / "config.json")
-        if config.get("kind") != "clip":
-            raise ImgenError(f"{directory} does not hold a CLIP model (config.json kind={config.get('kind')!r}); "
-                             f"give the directory CLIP.save wrote")
-        model = cls(ImageEncoder.from_config(config["image_encoder"]),
-                    TextTransformer.from_config(config["text_encoder"]),
-                    Tokenizer.from_dict(config["tokenizer"]), config["embed_dim"])
-        model.load_state_dict(load_tensors(directory / "model.safetensors"))
-        return model.eval()
+def clip_loss(model: CLIP, batch: dict) -> torch.Tensor:
+    """The contrastive loss of a CLIP on a batch dict with "image" (B, C, H, W) in [-1, 1] and "caption" (B strings)."""
+    images, captions = batch.get("image"), batch.get("caption")
+    if images is None or captions is None or len(captions) != len(images):
+        raise ImgenError("CLIP trains on batches with both 'image' (B, C, H, W) and 'caption' (B strings); "
+                         "use a captioned dataset such as load_dataset('shapes')")
+    return contrastive_loss(model.encode_image(images), model.encode_text(list(captions)), model.logit_scale)
 
 
-def clip_small(tokenizer: Tokenizer, image_size: int = 32, width: int = 32, dim: int = 128, depth: int = 2,
-               heads: int = 4, max_len: int = 32, embed_dim: int = 128) -> CLIP:
-    """A CPU-sized CLIP: ImageEncoder(width) and a TextTransformer(dim, depth) over `tokenizer`'s vocabulary."""
-    return CLIP(ImageEncoder(3, image_size, width, dim),
-                TextTransformer(tokenizer.vocab_size, dim, depth, heads, max_len), tokenizer, embed_dim)
+class ClipMethod:
+    """The method of a CLIP net: loss = contrastive_loss; AdamW with no weight decay on norms, biases and the
+    temperature (optimizers, the Trainer's hook). CLIP embeds, it does not sample."""
+
+    def loss(self, net, batch: dict, generator=None) -> torch.Tensor:
+        return clip_loss(net, batch)
+
+    def optimizers(self, net, train) -> dict:
+        params = [p for p in net.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        rest = [p for p in params if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        return {"net": torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas), eps=train.adam_eps)}
+
+    def denoiser(self, net):
+        raise ImgenError("a CLIP model embeds images and texts but does not sample; load it with "
+                         "imgen.nn.clip.CLIP.load(DIR) and use encode_image / encode_text / zero_shot")
+
+
+def clip_method() -> ClipMethod:
+    return ClipMethod()
 
 
 def shapes_tokenizer(n: int = 4096, seed: int = 0, split: str = "train") -> Tokenizer:
@@ -129,69 +71,6 @@ def shapes_tokenizer(n: int = 4096, seed: int = 0, split: str = "train") -> Toke
     words only the held-out templates use stay unknown (unk) for a train-split tokenizer."""
     a = sample_scene_attributes(seed, np.arange(n), split)
     return Tokenizer.from_corpus(scene_captions(a))
-
-
-def twin_batch(data, idx: np.ndarray, rng: np.random.Generator) -> dict:
-    """Items `idx` of a shapes stream followed by one counterfactual twin each: the same scene and caption with
-    the main object's shape or colour changed (to another train pair), so a batch holds hard negatives that
-    only shape or only colour tells apart (hard negatives for compositional CLIP: Yuksekgonul et al. 2023,
-    NegCLIP; here both the image and the caption of the negative are real). -> {"image", "caption", "attrs"}."""
-    a = data.attributes(idx)
-    twin = {k: v.copy() for k, v in a.items()}
-    heldout = {(SHAPES.index(s), COLOR_NAMES.index(c)) for s, c in HELDOUT_PAIRS}
-    for i in range(len(idx)):
-        shape, color = int(a["shape"][i]), int(a["color"][i])
-        if rng.random() < 0.5:
-            options = [("shape", s) for s in range(len(SHAPES)) if s != shape and (s, color) not in heldout]
-        else:
-            options = [("color", c) for c in range(len(COLOR_NAMES)) if c != color and (shape, c) not in heldout]
-        key, value = options[rng.integers(len(options))]
-        twin[key][i] = value
-    both = {k: np.concatenate([a[k], twin[k]]) for k in a}
-    image = render_scenes(both, data.image_size, both["offset"], data.supersample)
-    return {"image": image, "caption": scene_captions(both), "attrs": {k: torch.from_numpy(both[k]) for k in ATTRIBUTES}}
-
-
-def train_clip(steps: int = 2000, batch_size: int = 128, seed: int = 0, image_size: int = 32, lr: float = 2e-3,
-               weight_decay: float = 0.05, warmup: int = 100, max_objects: int = 2, twins: bool = True,
-               model: CLIP | None = None, progress: bool = True, **net) -> tuple[CLIP, list[float]]:
-    """Train a CLIP on the shapes train stream (batch k = items k*B .. (k+1)*B - 1 of the stream `seed`) with
-    AdamW, linear warmup then cosine decay. Returns the model (in eval mode) and the loss of every step.
-    twins=True makes each batch B/2 stream items and their counterfactual twins (see twin_batch).
-    `net` options go to clip_small (width, dim, depth, heads, max_len, embed_dim) when no model is given."""
-    if not isinstance(steps, int) or steps < 1 or not isinstance(batch_size, int) or batch_size < 2:
-        raise ImgenError(f"train_clip needs steps >= 1 and batch_size >= 2 (a contrastive batch needs negatives); "
-                         f"got steps={steps!r}, batch_size={batch_size!r}")
-    torch.manual_seed(seed)
-    data = load_dataset("shapes", split="train", image_size=image_size, seed=seed, max_objects=max_objects)
-    model = model if model is not None else clip_small(shapes_tokenizer(seed=seed), image_size, **net)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]  # no weight decay on norms, biases, temperature
-    rest = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.98), eps=1e-6)  # betas/eps as in Radford et al. 2021, sec. 2.5
-    warmup = min(warmup, steps // 2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / max(warmup, 1), 1.0) * 0.5 * (
-        1 + math.cos(math.pi * max(s - warmup, 0) / max(steps - warmup, 1))))
-    losses = []
-    with tqdm(range(steps), desc="clip", disable=not progress, leave=False) as bar:
-        for step in bar:
-            if twins:
-                half = batch_size // 2
-                batch = twin_batch(data, np.arange(step * half, (step + 1) * half), np.random.default_rng([seed, step]))
-            else:
-                batch = data.get(np.arange(step * batch_size, (step + 1) * batch_size))
-            loss = model.loss(batch)
-            if not torch.isfinite(loss):
-                raise ImgenError(f"CLIP loss became {loss.item()} at step {step}; lower lr (now {lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
-    return model.eval(), losses
 
 
 # ---- zero-shot evaluation on held-out (shape, colour) pairs ----

@@ -15,6 +15,7 @@ a caption y becomes an image in two stages over a frozen CLIP,
   sees (shape, colour) and redraws what it does not.
 
 Both stages are DenoisingMethods, so imgen's samplers and guidance run them through the denoiser interface.
+Methods unclip_prior / unclip_decoder train them with the Trainer (imgen.recipes.unclip.train_prior, train_decoder).
 UnCLIP(clip, prior, decoder) is the pipeline: generate(prompts), variations(images), save/load as a directory of
 safetensors + JSON.
 """
@@ -24,20 +25,17 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from imgen.checkpoint import atomic_write_text, load_tensors, read_json, save_tensors
-from imgen.data import load_dataset
 from imgen.denoiser import ClippedDenoiser
 from imgen.errors import ImgenError
 from imgen.guidance import classifier_free
-from imgen.methods.clip import CLIP
 from imgen.methods.diffusion import DenoisingMethod
 from imgen.nn import build_net
+from imgen.nn.clip import CLIP
 from imgen.nn.prior import PriorTransformer
 from imgen.nn.text import check_prompts, encode_prompts
 from imgen.samplers import get_sampler, initial_noise
@@ -59,6 +57,37 @@ class CondDenoising(DenoisingMethod):
                              "image_condition(...); build them with prior_batch / decoder_batch")
         drop = torch.rand(len(cond["text_pooled"]), generator=generator) < self.cond_drop
         return {**cond, "drop": drop.to(cond["text_pooled"].device)}
+
+
+class UnCLIPStage(CondDenoising):
+    """An unCLIP stage as the Trainer trains it: a captioned image batch becomes prior_batch (stage "prior") or
+    decoder_batch ("decoder") under the frozen CLIP in directory `clip` (CLIP.save), then the CondDenoising loss."""
+
+    def __init__(self, stage: str, clip: str, schedule: str, prediction: str, cond_drop: float = 0.1):
+        if not clip:
+            raise ImgenError(f"method unclip_{stage} needs option 'clip': a CLIP directory written by CLIP.save")
+        super().__init__(build_schedule(schedule), prediction, cond_drop=cond_drop)
+        self.stage, self.clip_path, self._clip = stage, str(clip), None
+
+    def frozen_clip(self) -> CLIP:
+        if self._clip is None:
+            self._clip = CLIP.load(self.clip_path).requires_grad_(False)
+        return self._clip
+
+    def loss(self, net, batch: dict, generator=None) -> torch.Tensor:
+        to_batch = prior_batch if self.stage == "prior" else decoder_batch
+        return super().loss(net, to_batch(self.frozen_clip(), batch), generator)
+
+
+def unclip_prior(clip: str = "", schedule: str = PRIOR_METHOD["schedule"], prediction: str = PRIOR_METHOD["prediction"],
+                 cond_drop: float = PRIOR_METHOD["cond_drop"]) -> UnCLIPStage:
+    return UnCLIPStage("prior", clip, schedule, prediction, cond_drop)
+
+
+def unclip_decoder(clip: str = "", schedule: str = DECODER_METHOD["schedule"],
+                   prediction: str = DECODER_METHOD["prediction"],
+                   cond_drop: float = DECODER_METHOD["cond_drop"]) -> UnCLIPStage:
+    return UnCLIPStage("decoder", clip, schedule, prediction, cond_drop)
 
 
 def build_stage_method(spec: dict) -> CondDenoising:
@@ -107,76 +136,17 @@ def decoder_batch(clip: CLIP, batch: dict) -> dict:
     return {"image": image, "cond": image_condition(clip.encode_image(image))}
 
 
-# ---- training ----
-def _fit(net: nn.Module, method: DenoisingMethod, make_batch, steps: int, lr: float, warmup: int, seed: int,
-         desc: str, progress: bool) -> list[float]:
-    """AdamW with linear warmup then cosine decay and grad-norm clipping at 1 on method.loss; losses per step."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ImgenError(f"{desc}: steps must be a positive integer, got {steps!r}")
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
-    warmup = min(warmup, steps // 2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / max(warmup, 1), 1.0) * 0.5 * (
-        1 + math.cos(math.pi * max(s - warmup, 0) / max(steps - warmup, 1))))
-    net.train()
-    losses = []
-    with tqdm(range(steps), desc=desc, disable=not progress, leave=False) as bar:
-        for step in bar:
-            loss = method.loss(net, make_batch(step), gen)
-            if not torch.isfinite(loss):
-                raise ImgenError(f"{desc} loss became {loss.item()} at step {step}; lower lr (now {lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-    return losses
-
-
-def _batches(clip: CLIP, to_batch, batch_size: int, seed: int, max_objects: int):
-    """step -> to_batch(clip, items step*B .. (step+1)*B - 1 of the shapes train stream `seed`)."""
-    data = load_dataset("shapes", split="train", image_size=clip.image_encoder.image_size, seed=seed,
-                        max_objects=max_objects)
-    return lambda step: to_batch(clip, data.get(np.arange(step * batch_size, (step + 1) * batch_size)))
-
-
-def train_prior(clip: CLIP, steps: int = 1000, batch_size: int = 128, seed: int = 0, lr: float = 1e-3,
-                warmup: int = 50, max_objects: int = 1, method: dict | None = None, net: nn.Module | None = None,
-                progress: bool = True, **net_options) -> tuple[PriorTransformer, list[float]]:
-    """Train the diffusion prior on (caption, image) pairs of the shapes train stream `seed` (batch k = items
-    k*B .. (k+1)*B - 1) under the frozen `clip`. `net_options` go to PriorTransformer (dim, depth, heads,
-    use_text_tokens) when no net is given. Returns the net (eval mode) and the loss of every step."""
-    clip.eval().requires_grad_(False)
-    torch.manual_seed(seed)
-    net = net if net is not None else PriorTransformer(clip.embed_dim, **net_options)
-    stage = build_stage_method(method or PRIOR_METHOD)
-    make = _batches(clip, prior_batch, batch_size, seed, max_objects)
-    losses = _fit(net, stage, make, steps, lr, warmup, seed, "unclip prior", progress)
-    return net.eval(), losses
+def decoder_options(clip: CLIP, **options) -> dict:
+    """U-Net options of the default decoder: a small U-Net at CLIP's image size whose context is the E-dim image
+    embedding (no class labels)."""
+    size = clip.image_encoder.image_size
+    return {"in_channels": 3, "image_size": size, "base_channels": 32, "channel_mults": [1, 2, 2],
+            "num_res_blocks": 1, "attn_resolutions": [size // 4], **options, "context_dim": clip.embed_dim}
 
 
 def decoder_net(clip: CLIP, **options) -> nn.Module:
-    """The default decoder: a small U-Net at CLIP's image size whose context is the E-dim image embedding."""
-    size = clip.image_encoder.image_size
-    opts = {"in_channels": 3, "image_size": size, "base_channels": 32, "channel_mults": [1, 2, 2],
-            "num_res_blocks": 1, "attn_resolutions": [size // 4], **options, "context_dim": clip.embed_dim}
-    return build_net("unet", **opts)
-
-
-def train_decoder(clip: CLIP, steps: int = 2000, batch_size: int = 64, seed: int = 0, lr: float = 2e-3,
-                  warmup: int = 50, max_objects: int = 1, method: dict | None = None, net: nn.Module | None = None,
-                  progress: bool = True, **net_options) -> tuple[nn.Module, list[float]]:
-    """Train the decoder P(x | z_i) on images of the shapes train stream `seed` and their frozen-CLIP
-    embeddings. `net_options` go to decoder_net (U-Net options) when no net is given."""
-    clip.eval().requires_grad_(False)
-    torch.manual_seed(seed)
-    net = net if net is not None else decoder_net(clip, **net_options)
-    stage = build_stage_method(method or DECODER_METHOD)
-    make = _batches(clip, decoder_batch, batch_size, seed, max_objects)
-    losses = _fit(net, stage, make, steps, lr, warmup, seed, "unclip decoder", progress)
-    return net.eval(), losses
+    """The default decoder (decoder_options) as a module."""
+    return build_net("unet", **decoder_options(clip, **options))
 
 
 # ---- the pipeline ----

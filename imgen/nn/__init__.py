@@ -2,28 +2,39 @@
 layer above needs from a model directory: build its net from config.json, load its weights."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from imgen.checkpoint import load_tensors
 from imgen.config import Config, load_config
 from imgen.errors import ImgenError
 from imgen.nn.autoencoder import AutoencoderKL
+from imgen.nn.clip import clip_net
 from imgen.nn.dit import DiT, dit_s, dit_tiny
 from imgen.nn.layers import check_kwargs
 from imgen.nn.mlp import MLPDenoiser
+from imgen.nn.prior import PriorTransformer
 from imgen.nn.text2img import TextToImageNet
 from imgen.nn.unet import UNet, unet_small, unet_tiny
 
 NETS = {"unet": UNet, "dit": DiT, "mlp": MLPDenoiser, "text2img": TextToImageNet}
 NETS["autoencoder"] = AutoencoderKL  # LDM KL autoencoder (imgen.methods.autoencoder trains it)
+NETS.update(clip=clip_net, prior=PriorTransformer)  # CLIP (imgen.methods.clip) and the unCLIP prior
 
 
 def build_net(name: str, **kwargs):
     """Build a registered net by name, e.g. build_net("unet", in_channels=1, image_size=8)."""
     if name not in NETS:
         raise ImgenError(f"unknown net {name!r}; valid nets are {sorted(NETS)}")
-    check_kwargs(NETS[name], kwargs, what=f"net {name!r}")
-    return NETS[name](**kwargs)
+    build = NETS[name]
+    if isinstance(build, type):
+        check_kwargs(build, kwargs, what=f"net {name!r}")
+    else:  # a constructor function (clip_net)
+        valid = list(inspect.signature(build).parameters)
+        unknown = sorted(set(kwargs) - set(valid))
+        if unknown:
+            raise ImgenError(f"net {name!r} got unknown option(s) {unknown}; valid options are {valid}")
+    return build(**kwargs)
 
 
 def build_net_from_config(config: Config):
