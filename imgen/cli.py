@@ -12,12 +12,16 @@ from pathlib import Path
 from imgen import __version__
 from imgen.errors import ImgenError
 from imgen.metrics.eval_cli import add_eval_arguments, run_eval
+from imgen.paths import output_dir, output_file
 
 
 def _config_from_args(name_or_path: str, overrides: list[str], steps: int | None, seed: int | None):
     from imgen.config import apply_overrides, load_config
     from imgen.presets import PRESETS, get_preset
 
+    if name_or_path not in PRESETS and Path(name_or_path).is_dir():
+        raise ImgenError(f"config {name_or_path!r} is a directory; give a preset name (see `imgen presets`) "
+                         "or a .json/.toml config file")
     looks_like_file = Path(name_or_path).suffix in (".json", ".toml") or Path(name_or_path).is_file()
     if name_or_path in PRESETS or not looks_like_file:
         config = get_preset(name_or_path)
@@ -46,6 +50,7 @@ def cmd_presets(args) -> int:
 def cmd_train(args) -> int:
     from imgen.train import train
 
+    output_dir(args.out)
     config = _config_from_args(args.config, args.set, args.steps, args.seed)
     result = train(config, args.out, progress=not args.quiet)
     print(f"trained to step {result['step']} (last loss {result['loss']:.4f}); model in {result['out']}")
@@ -68,6 +73,7 @@ def cmd_sample(args) -> int:
         raise ImgenError(f"--n must be >= 1, got {args.n}")
     if args.steps is not None and args.steps < 1:
         raise ImgenError(f"--steps must be >= 1, got {args.steps}")
+    _check_image_out(args.out)
     model = load(args.model_dir)
     if len(model.shape) != 3:
         raise ImgenError("this model makes 2D points, not images; sample it from Python: imgen.load(DIR).sample(n)")
@@ -76,6 +82,14 @@ def cmd_sample(args) -> int:
                      progress=True)
     _write_images(x, args.out, args.scale, "samples")
     return 0
+
+
+def _check_image_out(out: str) -> None:
+    """--out of sample/generate (a .png grid or a folder of PNGs) can be written; checked before any work."""
+    if Path(out).suffix.lower() == ".png":
+        output_file(out)
+    else:
+        output_dir(out)
 
 
 def _write_images(x, out: str, scale: int, what: str) -> None:
@@ -115,6 +129,7 @@ def cmd_generate(args) -> int:
     if not args.prompt.strip() and not args.unconditional:
         raise ImgenError("the prompt is empty; describe an image (e.g. \"a red circle in the top left\"), or pass "
                          "--unconditional to sample the model without text")
+    _check_image_out(args.out)
     model = load(resolve_model(args.model))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -122,13 +137,15 @@ def cmd_generate(args) -> int:
                            sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed)
     for w in caught:
         print(f"imgen: warning: {w.message}", file=sys.stderr)
-    _write_images(x, args.out, args.scale, f"images for {args.prompt!r}")
+    prompt = args.prompt if len(args.prompt) <= 80 else args.prompt[:77] + "..."
+    _write_images(x, args.out, args.scale, f"images for {prompt!r}")
     return 0
 
 
 def cmd_demo(args) -> int:
     from imgen.demo import run_demo
 
+    output_dir(args.out)
     report = run_demo(args.out, steps=args.steps, seed=args.seed)
     print(f"demo report: {report}")
     return 0
@@ -200,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.fn(args) or 0)
     except ImgenError as e:
         print(f"imgen: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the checks above could not foresee (disk full, removed mid-run): still one line
+        if e.filename is None:
+            raise
+        print(f"imgen: error: cannot use {str(e.filename)!r}: {e.strerror}; check the path, its permissions and "
+              "the free disk space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("imgen: interrupted; the last checkpoint is kept, rerun the same command to resume", file=sys.stderr)

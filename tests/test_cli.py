@@ -112,3 +112,13 @@ def test_corrupt_weights_file_is_a_clear_error(capsys, tmp_path, tiny_config_fil
     (tmp_path / "m" / "ema.safetensors").write_bytes(b"\x00garbage")
     code, _, err = run(capsys, "sample", tmp_path / "m", "--n", 2, "--out", tmp_path / "o.png")
     assert_one_line_error(code, err, "is corrupt")
+
+
+def test_a_5000_word_prompt_is_truncated_with_one_warning_line(capsys, tmp_path):
+    prompt = " ".join(["a red circle in the top left"] * 700)  # 4900 words
+    code, out, err = run(capsys, "generate", prompt, "--n", 2, "--steps", 1, "--out", tmp_path / "long.png")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("imgen: warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith("imgen: warning: a prompt is longer than max_len=")
+    assert "truncated to the first" in warnings[0] and "shorten it or raise max_len" in warnings[0]
+    assert len(out) < 200 and (tmp_path / "long.png").is_file()  # the echo of the prompt is shortened too

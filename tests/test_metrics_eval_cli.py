@@ -2,7 +2,6 @@
 message for each kind of bad input."""
 import argparse
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from imgen.data import load_dataset
 from imgen.images import from_uint8, save_pngs, to_uint8
 from imgen.metrics.eval_cli import add_eval_arguments, main, run_eval
 from imgen.metrics.fid import fid
-from imgen.metrics.kid import kid
+from imgen.metrics.kid import kid, mmd2_unbiased
 
 
 @pytest.fixture(autouse=True)
@@ -93,6 +92,32 @@ def test_model_directory_is_sampled(tmp_path, monkeypatch, digit_folders, capsys
     assert calls == [(100, 0), (100, 1), (50, 2)]
 
 
+def test_kid_on_no_more_images_than_the_subset_size_is_one_score_without_std(digit_folders, capsys):
+    """300 vs 300 images with subsets of 1000: every subset would be both whole sets (std ~1e-8 from identical
+    draws), so KID is computed once over all images, kid_std is null, and one warning line says why."""
+    a, b, images = digit_folders
+    argv = [str(a), "--ref", str(b), "--features", "pixels", "--metrics", "kid", "--kid-subset-size", "1000"]
+    code, out, err = run(argv + ["--json"], capsys)
+    m = json.loads(out)["metrics"]
+    assert code == 0 and m["kid_std[pixels]"] is None
+    fa, fb = images[:300].flatten(1), images[300:].flatten(1)
+    assert m["kid[pixels]"] == pytest.approx(float(mmd2_unbiased(fb, fa)), rel=1e-4)
+    warning_lines = [line for line in err.splitlines() if "KID" in line]
+    assert len(warning_lines) == 1 and warning_lines[0].startswith("imgen eval: warning: KID: both sets have 300")
+    assert "no std" in warning_lines[0] and "Traceback" not in err
+    code, out, _ = run(argv, capsys)
+    assert code == 0 and [line.split() for line in out.splitlines() if "kid_std" in line] == [["kid_std[pixels]", "n/a"]]
+
+
+def test_kid_subset_size_above_the_smaller_set_is_capped_and_keeps_a_real_spread(digit_folders, capsys):
+    a, b, _ = digit_folders
+    code, out, err = run([str(a), "--ref", str(b), "--ref-n", "200", "--features", "pixels", "--metrics", "kid",
+                          "--kid-subsets", "10", "--kid-subset-size", "1000", "--json"], capsys)
+    m = json.loads(out)["metrics"]
+    assert code == 0 and m["kid_std[pixels]"] > 1e-3 * abs(m["kid[pixels]"]) and m["kid_std[pixels]"] > 1e-6
+    assert "imgen eval: warning: KID: subset size 1000 is more than the smaller set's 200 samples" in err
+
+
 def test_main_entry_point_returns_error_code(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), "--ref", "digits", "--no-progress"]) == 2
@@ -143,11 +168,9 @@ def test_mixed_modes_are_converted_with_a_warning(tmp_path, digit_folders, capsy
         pil = Image.fromarray(((img[0].numpy() + 1) * 127.5).round().astype(np.uint8))
         pil.convert(["L", "RGB", "RGBA"][i % 3]).save(gen / f"{i:03d}.png")
     (gen / "README.txt").write_text("non-image files are skipped")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        code, out, _ = run([str(gen), "--ref", str(b), "--features", "digits-eval", "--metrics", "kid",
-                            "--kid-subsets", "2", "--kid-subset-size", "50", "--json"], capsys)
-    assert any("modes" in str(w.message) for w in caught)
+    code, out, err = run([str(gen), "--ref", str(b), "--features", "digits-eval", "--metrics", "kid",
+                          "--kid-subsets", "2", "--kid-subset-size", "50", "--json"], capsys)
+    assert [line for line in err.splitlines() if "modes" in line][0].startswith("imgen eval: warning: folder")
     # all became RGB; the evaluator averages RGB to gray, so the score equals that of the grayscale originals
     assert code == 0 and json.loads(out)["n_generated"] == 120
     save_pngs(images[:120], tmp_path / "gray")

@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
+from pathlib import Path
 
 from imgen.errors import ImgenError
 from imgen.metrics.evaluate import METRICS, evaluate, resolve_source
 from imgen.metrics.features import EXTRACTORS
+from imgen.paths import input_file
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -41,7 +44,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def format_table(result: dict) -> str:
-    rows = [(k, f"{v:.6g}") for k, v in result["metrics"].items()]
+    rows = [(k, "n/a" if v is None else f"{v:.6g}") for k, v in result["metrics"].items()]
     width = max(len(k) for k, _ in rows) if rows else 6
     lines = [f"generated: {result['generated']} ({result['n_generated']} images)",
              f"reference: {result['reference']} ({result['n_reference']} images)"]
@@ -54,20 +57,30 @@ def format_table(result: dict) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Run `imgen eval`; bad input prints one line to stderr and returns 2."""
+    """Run `imgen eval`; bad input prints one line to stderr and returns 2, each warning one line."""
     try:
-        generated = resolve_source(args.generated, n=args.num_samples, image_size=args.image_size, seed=args.seed,
-                                   role="GENERATED")
-        reference = resolve_source(args.ref, n=args.ref_n, split=args.ref_split, image_size=args.image_size,
-                                   seed=args.seed, role="--ref")
-        result = evaluate(generated, reference, args.metrics, args.features, args.inception_weights, args.download,
-                          args.batch_size, args.kid_subsets, args.kid_subset_size, args.is_splits, args.k, args.seed,
-                          use_cache=not args.no_cache, progress=not args.no_progress)
+        if args.inception_weights and Path(args.inception_weights).exists():  # missing: find_weights says how to get it
+            input_file(args.inception_weights, "--inception-weights", "weights file")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = _evaluate_args(args)
     except ImgenError as e:
         print(f"imgen eval: error: {e}", file=sys.stderr)
         return 2
+    for w in caught:
+        print(f"imgen eval: warning: {w.message}", file=sys.stderr)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
+
+
+def _evaluate_args(args: argparse.Namespace) -> dict:
+    generated = resolve_source(args.generated, n=args.num_samples, image_size=args.image_size, seed=args.seed,
+                               role="GENERATED")
+    reference = resolve_source(args.ref, n=args.ref_n, split=args.ref_split, image_size=args.image_size,
+                               seed=args.seed, role="--ref")
+    return evaluate(generated, reference, args.metrics, args.features, args.inception_weights, args.download,
+                    args.batch_size, args.kid_subsets, args.kid_subset_size, args.is_splits, args.k, args.seed,
+                    use_cache=not args.no_cache, progress=not args.no_progress)
 
 
 def main(argv=None) -> int:

@@ -39,11 +39,28 @@ def check_prompts(texts) -> list[str]:
     return list(texts)
 
 
-def split_words(text: str) -> list[str]:
+def split_words(text: str, limit: int | None = None) -> list[str]:
     """Lowercase words of `text`: NFKD-normalised, accents dropped ('café' -> 'cafe'), split on anything that
-    is not an ASCII letter or digit; a run of other non-ASCII characters ('日本') stays one word (it maps to unk)."""
-    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    return _WORD.findall(text.lower())
+    is not an ASCII letter or digit; a run of other non-ASCII characters ('日本') stays one word (it maps to unk).
+
+    With `limit`, at most limit + 1 words (limit + 1 = "longer than limit"), read from a prefix of `text` that
+    grows only while it holds too few words: a 10,000-word prompt costs what a short one does."""
+    if limit is None:
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+        return _WORD.findall(text.lower())
+    size = 16 * (limit + 2)
+    while True:
+        words = split_words(text[:size])  # a word cut at the prefix's end is only ever word limit + 1
+        if len(words) > limit or size >= len(text):
+            return words[:limit + 1]
+        size *= 2
+
+
+def _warn_truncated(count: int, max_len: int) -> None:
+    """One warning per encode call, however many prompts were cut."""
+    which = "a prompt is" if count == 1 else f"{count} prompts are"
+    warnings.warn(f"{which} longer than max_len={max_len} tokens: truncated to the first {max_len} (with the "
+                  "start/end tokens); shorten it or raise max_len", stacklevel=3)
 
 
 class Tokenizer:
@@ -51,7 +68,7 @@ class Tokenizer:
 
     `encode(texts, max_len)` -> ids (B, max_len) int64 as [bos, w1, .., wn, eos, pad, ..] and mask (B, max_len)
     bool (True on bos..eos). Unknown (and non-ASCII) words map to unk; a prompt longer than max_len is cut to
-    max_len - 2 words (with a warning saying how many were dropped) and still ends in eos."""
+    max_len - 2 words (one warning per call) and still ends in eos; only its first words are ever read."""
 
     def __init__(self, words):
         words = list(words)
@@ -89,18 +106,19 @@ class Tokenizer:
             raise ImgenError(f"max_len={max_len!r} leaves no room for a word between bos and eos; use max_len >= 3")
         texts = check_prompts(texts)
         ids = torch.full((len(texts), max_len), self.pad_id, dtype=torch.int64)
+        cut = set()
         for i, text in enumerate(texts):
-            words = split_words(text)
+            words = split_words(text, limit=max_len - 2)
             if not words:
-                raise ImgenError(f"empty prompt; {text!r} has no letters or digits — give some words, "
+                raise ImgenError(f"empty prompt; {text[:80]!r} has no letters or digits — give some words, "
                                  f"e.g. 'a red circle'")
             if len(words) > max_len - 2:
-                warnings.warn(f"prompt {i} has {len(words) + 2} tokens (with bos/eos) but max_len is {max_len}: "
-                              f"dropped the last {len(words) + 2 - max_len} tokens; shorten it or raise max_len",
-                              stacklevel=2)
+                cut.add(text)
                 words = words[:max_len - 2]
             row = [self.bos_id] + [self.stoi.get(w, self.unk_id) for w in words] + [self.eos_id]
             ids[i, :len(row)] = torch.tensor(row)
+        if cut:
+            _warn_truncated(len(cut), max_len)
         return ids, ids != self.pad_id
 
     def decode(self, ids: torch.Tensor) -> list[str]:
@@ -217,11 +235,13 @@ class MiniLMEncoder(nn.Module):
     @torch.no_grad()
     def encode_texts(self, texts) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         texts = check_prompts(texts)
+        # every word is at least one word piece, so max_len words already fill max_len tokens: cut there first
+        heads = [t.split(None, self.max_len) for t in texts]
+        texts = [" ".join(h[:self.max_len]) for h in heads]
         lengths = [len(ids) for ids in self.hf_tokenizer(texts)["input_ids"]]
-        for i, n in enumerate(lengths):
-            if n > self.max_len:
-                warnings.warn(f"prompt {i} has {n} tokens but max_len is {self.max_len}: dropped the last "
-                              f"{n - self.max_len} tokens; shorten it or raise max_len", stacklevel=2)
+        cut = {t for t, h, n in zip(texts, heads, lengths) if len(h) > self.max_len or n > self.max_len}
+        if cut:
+            _warn_truncated(len(cut), self.max_len)
         batch = self.hf_tokenizer(texts, padding=True, truncation=True, max_length=self.max_len, return_tensors="pt")
         device = next(self.model.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items()}
