@@ -1,4 +1,5 @@
 """The one exception type imgen raises for bad input: its message names the problem and the fix."""
+import numbers
 
 
 class ImgenError(Exception):
@@ -13,3 +14,10 @@ def build(registry: dict, kind: str, name: str, **kwargs):
         return registry[name](**kwargs)
     except TypeError as e:
         raise ImgenError(f"bad options for {kind} {name!r}: {e}; see {registry[name].__module__.replace('.', '/')}.py") from None
+
+
+def check_int(value, name: str, minimum: int = 1, hint: str = ""):
+    """`value` if it is an integer >= `minimum` (bools are not integers here), else one ImgenError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ImgenError(f"{name} must be an integer >= {minimum}, got {value!r}{hint}")
+    return value

@@ -7,6 +7,7 @@ import torch
 
 from imgen.denoiser import Denoiser, _bcast
 from imgen.errors import ImgenError
+from imgen.images import adapt_images
 
 
 def _stack(a: dict, b: dict) -> dict:
@@ -32,8 +33,6 @@ class ClassifierFree(Denoiser):
     `uncond` is the null condition or a negative prompt's condition."""
 
     def __init__(self, denoiser: Denoiser, scale: float, uncond: dict):
-        if scale < 0:
-            raise ImgenError(f"guidance scale must be >= 0 (1 = no guidance), got {scale}")
         self.inner, self.scale, self.uncond, self.schedule = denoiser, float(scale), uncond, denoiser.schedule
 
     def __call__(self, x, t, cond=None):
@@ -44,6 +43,8 @@ class ClassifierFree(Denoiser):
 
 def classifier_free(denoiser: Denoiser, scale: float, cond: dict, batch: int, negative: dict | None = None):
     """Guided denoiser, or the denoiser itself when scale == 1 (no extra evaluations)."""
+    if not scale >= 0:
+        raise ImgenError(f"guidance scale (cfg) must be >= 0 (1 = no guidance), got {scale}")
     if scale == 1.0:
         return denoiser
     return ClassifierFree(denoiser, scale, negative if negative is not None else null_condition(cond, batch))
@@ -124,8 +125,6 @@ class CLIPGuidance(GradientGuidance):
 
     def similarity(self, x0: torch.Tensor) -> torch.Tensor:
         """cos(E_I(image), E_T(prompt)) per sample (B,)."""
-        from imgen.metrics.evaluators import adapt_images
-
         images = self.decode(x0) if self.decode is not None else x0
         enc = self.clip.image_encoder
         return (self.clip.encode_image(adapt_images(images, enc.in_channels, enc.image_size)) * self.text).sum(-1)

@@ -1,4 +1,5 @@
-"""The one place where images change representation: float [-1, 1] NCHW tensors <-> uint8 / PIL / PNG."""
+"""The one place where images change representation: float [-1, 1] NCHW tensors <-> uint8 / PIL / PNG, and
+change channels or size (adapt_images)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
+
+from imgen.errors import ImgenError
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -63,3 +67,25 @@ def save_pngs(x: torch.Tensor, folder: str | Path, prefix: str = "") -> list[Pat
         img.save(p)
         paths.append(p)
     return paths
+
+
+def adapt_images(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
+    """Bring (N, C, H, W) images to `channels` (gray <-> RGB by mean / repeat) and `size` x `size`
+    (area average when shrinking, bilinear when enlarging)."""
+    x = torch.as_tensor(x).float()
+    if x.ndim != 4:
+        raise ImgenError(f"expected images shaped (N, C, H, W), got {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        if x.shape[1] == 4:  # RGBA: drop alpha
+            x = x[:, :3]
+        if channels == 1:
+            x = x.mean(1, keepdim=True)
+        elif x.shape[1] == 1:
+            x = x.repeat(1, channels, 1, 1)
+        if x.shape[1] != channels:
+            raise ImgenError(f"cannot convert {x.shape[1]}-channel images to {channels} channels; "
+                             "give grayscale or RGB images")
+    if x.shape[-2:] != (size, size):
+        mode = "area" if min(x.shape[-2:]) >= size else "bilinear"
+        x = F.interpolate(x, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+    return x

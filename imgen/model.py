@@ -11,7 +11,7 @@ import torch
 
 from imgen.config import Config
 from imgen.denoiser import ClippedDenoiser
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 from imgen.guidance import classifier_free, clip_guidance
 from imgen.methods import build_method
 from imgen.nn import load_net
@@ -70,8 +70,7 @@ class Model:
         eta = defaults.eta if eta is None else eta
         grid = grid or defaults.grid
         clip_x0 = defaults.clip_x0 if clip_x0 is None else clip_x0
-        if n < 1:
-            raise ImgenError(f"n must be >= 1, got {n}")
+        check_int(n, "n")
         if hasattr(self.method, "sample"):  # a method with its own sampler, off the Gaussian path (cold diffusion)
             if cfg != 1.0:
                 raise ImgenError(f"{self.config.method.name} has no classifier-free guidance; use cfg=1")
@@ -84,8 +83,6 @@ class Model:
         fn = get_sampler(sampler)
         if cfg != 1.0 and self.num_classes is None and not self.is_text:
             raise ImgenError("classifier-free guidance needs a conditional model; this one is unconditional, use cfg=1")
-        if not cfg >= 0:
-            raise ImgenError(f"guidance scale cfg must be >= 0 (1 = none), got {cfg}")
         gen = torch.Generator().manual_seed(seed)
         den = self.method.denoiser(self.net)
         ts = make_grid(den.schedule, steps, grid)
@@ -119,8 +116,7 @@ class Model:
         if not self.is_text:
             raise ImgenError(f"this model ({self.config.net.name}, {self.config.data.name}) is not text-conditional; "
                              f"use sample() (CLI: imgen sample), or load a text-to-image model")
-        if not isinstance(n, int) or n < 1:
-            raise ImgenError(f"n (images per prompt) must be a positive integer, got {n!r}")
+        check_int(n, "n (images per prompt)")
         if unconditional:
             count = n * (len(prompts) if isinstance(prompts, (list, tuple)) and prompts else 1)
             cond = {"drop": torch.ones(count, dtype=torch.bool)}

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from imgen.errors import ImgenError  # noqa: E402
+from imgen.errors import ImgenError, check_int  # noqa: E402
 from imgen.images import to_uint8  # noqa: E402
 
 
@@ -92,8 +92,7 @@ def score_field(denoiser, t: float, lim: float = 3.0, n: int = 20, data=None, co
     """Quiver plot of the score grad_x log p_t(x) at time t on an n x n grid over [-lim, lim]^2, from any
     denoiser by Tweedie's formula (Denoiser.score). Arrows show direction, normalised to equal length;
     colour is log10 |score|. Real data, if given, is drawn behind."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ImgenError(f"n (grid points per axis) must be an integer >= 2, got {n!r}")
+    check_int(n, "n (grid points per axis)", 2)
     sigma = float(denoiser.schedule.sigma(torch.tensor(float(t), dtype=torch.float64)))
     if not sigma > 0:
         raise ImgenError(f"the score is undefined at t={t} (sigma(t) = 0, clean data); pick t > 0, e.g. t=0.1")

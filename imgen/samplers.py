@@ -16,7 +16,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 
 
 def _coeffs(schedule, t):
@@ -208,8 +208,7 @@ def sample_langevin(denoiser, x, ts, cond=None, *, n_steps=100, eps=None, final_
     eps=None uses 0.2 sigma_L^2 (the paper's eps = 2e-5 at sigma_L = 0.01). If the grid ends at t = 0 and
     `final_denoise`, the result is x0_hat at the last level (one more evaluation; the noise-removal step of
     Jolicoeur-Martineau et al. 2021 / Song & Ermon 2020). NFE = n_steps * levels (+ 1)."""
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise ImgenError(f"n_steps (Langevin steps per noise level) must be an integer >= 1, got {n_steps!r}")
+    check_int(n_steps, "n_steps (Langevin steps per noise level)")
     if eps is not None and not eps > 0:
         raise ImgenError(f"eps (Langevin step size at the smallest level) must be > 0, got {eps}")
     ts, sched = _check_grid(ts), denoiser.schedule

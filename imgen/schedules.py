@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from imgen.errors import ImgenError, build
+from imgen.errors import ImgenError, check_int, build
 
 
 class Schedule:
@@ -192,14 +192,12 @@ def prior_std(schedule: Schedule, t) -> float:
 
 def time_grid(steps: int, t_max: float = 1.0, t_min: float = 0.0) -> torch.Tensor:
     """steps + 1 decreasing times from t_max to t_min, uniform in t (float64)."""
-    if steps < 1:
-        raise ImgenError(f"steps must be >= 1, got {steps}; use e.g. --steps 25")
+    _check_steps(steps)
     return torch.linspace(t_max, t_min, steps + 1, dtype=torch.float64)
 
 
 def _check_steps(steps) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ImgenError(f"steps must be >= 1, got {steps!r}; use e.g. --steps 25")
+    check_int(steps, "steps", hint="; use e.g. --steps 25")
 
 
 def _sigma_range(schedule: Schedule, sigma_min, sigma_max) -> tuple[float, float]:

@@ -4,6 +4,9 @@ imgen/pretrained/evaluators/<name>/{model.safetensors, config.json, CARD.md}.
     python scripts/train_evaluators.py                  # both (a few minutes on 2 CPU cores)
     python scripts/train_evaluators.py --which digits   # just one
 
+Both train with imgen's Trainer (net "evaluator", method "attribute_classifier") into --work/<name>/, a model
+directory that a rerun resumes; the shipped folder holds the trained weights and a card.
+
 digits-eval: 8x8 digit classifier, trained on digits split="train", held-out accuracy on split="test".
 shapes-eval: attribute classifier for single-object shapes scenes (shape, color, size, pos, bg), trained on a
 fresh stream of split="all" scenes: it is a measuring instrument, so it must read the held-out shape/colour
@@ -20,26 +23,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from imgen.config import Config, DataConfig, MethodConfig, NetConfig, TrainConfig  # noqa: E402
 from imgen.data import load_dataset  # noqa: E402
 from imgen.data.shapes import BACKGROUND_NAMES, COLOR_NAMES, POSITION_LABELS, SHAPES, SIZES  # noqa: E402
 from imgen.metrics.evaluators import EVALUATOR_DIR, save_evaluator  # noqa: E402
-from imgen.nn.classifier import digits_classifier, shapes_classifier  # noqa: E402
+from imgen.train import Trainer  # noqa: E402
 
 SHAPES_HEADS = {"shape": list(SHAPES), "color": list(COLOR_NAMES), "size": list(SIZES),
                 "pos": list(POSITION_LABELS), "bg": list(BACKGROUND_NAMES)}
-
-
-def random_shift(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to `max_shift` pixels (edge padding), a cheap augmentation."""
-    n, _, h, w = x.shape
-    p = F.pad(x, (max_shift,) * 4, mode="replicate")
-    dx, dy = torch.randint(0, 2 * max_shift + 1, (2, n), generator=g)
-    return torch.stack([p[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
 
 @torch.no_grad()
@@ -50,60 +45,51 @@ def accuracy(net, images, labels: dict[str, torch.Tensor], batch: int = 512) -> 
         out = net(images[i:i + batch])
         for k in labels:
             correct[k] += int((out[k].argmax(1) == labels[k][i:i + batch]).sum())
-    net.train()
     return {k: c / len(images) for k, c in correct.items()}
 
 
-def cosine_lr(opt, step, total, base):
-    for group in opt.param_groups:
-        group["lr"] = base * 0.5 * (1 + np.cos(np.pi * step / total))
+def evaluator_config(data: DataConfig, net: dict, method: dict, steps: int, lr: float, weight_decay: float,
+                     seed: int) -> Config:
+    """The Trainer config of an evaluator: AdamW, cosine LR from the first step, no EMA (the raw weights ship)."""
+    return Config(description="imgen evaluator classifier", data=data, net=NetConfig("evaluator", net),
+                  method=MethodConfig("attribute_classifier", method),
+                  train=TrainConfig(steps=steps, lr=lr, weight_decay=weight_decay, betas=[0.9, 0.999], warmup=0,
+                                    lr_schedule="cosine", grad_clip=0.0, ema_decay=0.0, ema_warmup=False, seed=seed,
+                                    ckpt_every=max(1, min(500, steps)), log_every=50))
 
 
-def train_digits(steps: int, seed: int, log) -> tuple:
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    train, test = load_dataset("digits", split="train"), load_dataset("digits", split="test")
-    x_tr = train.get(np.arange(len(train)))
+def fit(config: Config, work: Path, name: str, progress: bool):
+    """Train with imgen's Trainer into work/name (a rerun resumes) and return the trained net."""
+    trainer = Trainer(config, work / name, progress)
+    trainer.fit()
+    return trainer.net.eval()
+
+
+def train_digits(steps: int, seed: int, work: Path, progress: bool = True) -> tuple:
+    test = load_dataset("digits", split="test")
     x_te = test.get(np.arange(len(test)))
-    net = digits_classifier()
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-3)
-    for step in range(steps):
-        idx = torch.randint(0, len(train), (64,), generator=g)
-        x = random_shift(x_tr["image"][idx], 1, g)
-        x = x + 0.05 * torch.randn(x.shape, generator=g)
-        loss = F.cross_entropy(net(x)["label"], x_tr["label"][idx], label_smoothing=0.05)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        cosine_lr(opt, step, steps, 2e-3)
-        if step % 500 == 0 or step == steps - 1:
-            log(f"digits step {step} loss {loss.item():.4f}")
+    net_opts = {"widths": [32, 64, 64], "strides": [1, 1, 2], "feature_dim": 128, "heads": {"label": 10}}
+    config = evaluator_config(DataConfig("digits", {"split": "train"}, batch_size=64), net_opts,
+                              {"heads": ["label"], "label_smoothing": 0.05, "max_shift": 1, "noise": 0.05},
+                              steps, 2e-3, 1e-3, seed)
+    net = fit(config, work, "digits-eval", progress)
     acc = accuracy(net, x_te["image"], {"label": x_te["label"]})
-    meta = {"name": "digits-eval", "value_names": {"label": train.class_names}, "is_head": "label",
+    meta = {"name": "digits-eval", "value_names": {"label": test.class_names}, "is_head": "label",
             "train_data": "digits split=train (1438 images)", "heldout_data": f"digits split=test ({len(test)} images)",
             "heldout_accuracy": acc, "steps": steps, "seed": seed}
     return net, meta
 
 
-def train_shapes(steps: int, seed: int, log, batch: int = 128) -> tuple:
-    torch.manual_seed(seed)
+def train_shapes(steps: int, seed: int, work: Path, progress: bool = True, batch: int = 128) -> tuple:
     heads = {k: len(v) for k, v in SHAPES_HEADS.items()}
-    net = shapes_classifier(heads)
-    stream = load_dataset("shapes", n=10 ** 12, split="all", max_objects=1, seed=seed + 1)
+    net_opts = {"widths": [16, 32, 32, 64, 64], "strides": [1, 2, 1, 2, 2], "feature_dim": 128, "heads": heads}
+    stream = DataConfig("shapes", {"n": 10 ** 12, "split": "all", "max_objects": 1, "seed": seed + 1},
+                        batch_size=batch)  # batch k = stream items k*B .. (k+1)*B - 1: every step sees fresh scenes
+    config = evaluator_config(stream, net_opts, {"heads": list(heads)}, steps, 3e-3, 1e-4, seed)
+    net = fit(config, work, "shapes-eval", progress)
     heldout = load_dataset("shapes", n=2000, split="heldout", max_objects=1, seed=seed + 1000)
     ho = heldout.get(np.arange(len(heldout)))
     seen = load_dataset("shapes", n=2000, split="train", max_objects=1, seed=seed + 2000).get(np.arange(2000))
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    for step in range(steps):
-        b = stream.get(np.arange(step * batch, (step + 1) * batch))  # every step sees fresh scenes
-        out = net(b["image"])
-        loss = sum(F.cross_entropy(out[k], b["attrs"][k]) for k in heads)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        cosine_lr(opt, step, steps, 3e-3)
-        if step % 200 == 0 or step == steps - 1:
-            log(f"shapes step {step} loss {loss.item():.4f}")
     acc = accuracy(net, ho["image"], {k: ho["attrs"][k] for k in heads})
     acc_train_pairs = accuracy(net, seen["image"], {k: seen["attrs"][k] for k in heads})
     meta = {"name": "shapes-eval", "value_names": SHAPES_HEADS, "is_head": "shape",
@@ -154,15 +140,17 @@ def main(argv=None) -> int:
     p.add_argument("--shapes-steps", type=int, default=1500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--work", default="runs/evaluators", help="folder of the training runs (model directories; "
+                                                             "a rerun resumes them)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "python scripts/train_evaluators.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for which in args.which.split(","):
         t0 = time.time()
         if which == "digits":
-            net, meta = train_digits(args.digits_steps, args.seed, print)
+            net, meta = train_digits(args.digits_steps, args.seed, Path(args.work))
         elif which == "shapes":
-            net, meta = train_shapes(args.shapes_steps, args.seed, print)
+            net, meta = train_shapes(args.shapes_steps, args.seed, Path(args.work))
         else:
             p.error(f"unknown evaluator {which!r}; use digits and/or shapes")
         folder = save_evaluator(net, Path(args.out) / meta["name"], {**meta, "command": command.strip()})

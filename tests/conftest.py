@@ -1,4 +1,11 @@
 import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,3 +62,37 @@ def overfit_eps(net, x_t, t, eps, cond=None, steps: int = 50, lr: float = 2e-3) 
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+def _popen(cmd):
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def kill9_and_rerun(cmd: list, straight: Path, killed: Path, kills: int = 3, seed: int = 0) -> int:
+    """Run `cmd + [straight]` to the end; then run `cmd + [killed]`, kill -9 it `kills` times at random moments
+    in the second half of a run (past start-up) and rerun it until it finishes. A run that ends before its kill
+    (the machine got faster) starts the killed directory over with earlier kills. The caller compares the two
+    directories. Returns how many kills landed."""
+    tic = time.perf_counter()
+    p = _popen(cmd + [str(straight)])
+    assert p.wait() == 0, p.stderr.read().decode()
+    duration = time.perf_counter() - tic
+    rng, landed, speed = random.Random(seed), 0, 1.0
+    for _ in range(4 * kills):
+        if landed == kills:
+            break
+        p = _popen(cmd + [str(killed)])
+        try:
+            p.wait(timeout=rng.uniform(0.5, 0.95) * duration * speed)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            landed += 1
+            continue
+        assert p.returncode == 0, p.stderr.read().decode()
+        shutil.rmtree(killed)  # finished before its kill: start over, killing earlier
+        landed, speed = 0, 0.7 * speed
+    p = _popen(cmd + [str(killed)])
+    assert p.wait() == 0, p.stderr.read().decode()
+    return landed

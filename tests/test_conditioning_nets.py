@@ -282,7 +282,7 @@ def test_dit_macs_match_a_hand_count(patch_size):
     (lambda: DiT(3, dim=30, num_heads=4), "dim 30 is not divisible by num_heads=4"),
     (lambda: DiT(3, dim=6, num_heads=3), "multiple of 4 for the 2D sin-cos"),
     (lambda: DiT(3, pos_embed="rope"), "valid choices are ['sincos', 'learned']"),
-    (lambda: DiT(3, depth=0), "depth must be a positive integer"),
+    (lambda: DiT(3, depth=0), "depth must be an integer >= 1"),
     (lambda: UNet(3, cross_attn_resolutions=(8,)), "cross_attn_resolutions needs context_dim"),
     (lambda: UNet(3, context_dim=8, cross_attn_resolutions=(5,)), "never reaches; its resolutions are [32, 16, 8]"),
     (lambda: UNet(3, context_dim=0), "context_dim must be a positive integer"),

@@ -124,7 +124,7 @@ def test_grid_choice_by_name_and_bad_grids_are_rejected():
     assert torch.equal(make_grid(sched, 4, "uniform"), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0], dtype=torch.float64))
     for kind in GRIDS:
         assert len(make_grid(sched, 7, kind)) == 8
-        with pytest.raises(ImgenError, match="steps must be >= 1"):
+        with pytest.raises(ImgenError, match="steps must be an integer >= 1"):
             make_grid(sched, 0, kind)
     with pytest.raises(ImgenError, match="valid grids: uniform, karras, logsnr"):
         make_grid(sched, 10, "quadratic")

@@ -122,7 +122,7 @@ def test_out_of_range_eta_and_steps_are_rejected():
     den = MIX.denoiser(build_schedule("linear"))
     with pytest.raises(ImgenError, match="eta must be in"):
         sample_ddim(den, torch.randn(4, 2), time_grid(5), eta=1.5)
-    with pytest.raises(ImgenError, match="steps must be >= 1"):
+    with pytest.raises(ImgenError, match="steps must be an integer >= 1"):
         time_grid(0)
 
 

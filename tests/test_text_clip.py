@@ -3,6 +3,7 @@
 import json
 import math
 import socket
+import sys
 import warnings
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import kill9_and_rerun
 from imgen.errors import ImgenError
 from imgen.data import load_dataset
 from imgen.data.shapes import COLOR_NAMES, HELDOUT_PAIRS, SHAPES
@@ -319,3 +321,32 @@ def test_clip_zero_shot_colour_and_shape_on_heldout_pairs_reach_95_percent():
     print(f"\nCLIP held-out zero-shot: {result}, final loss {np.mean(losses[-50:]):.3f}")
     assert result["color_acc"] >= 0.95 and result["shape_acc"] >= 0.95, result
     assert result["recall@1"] > 0.3, result  # chance is 0.01
+
+
+CLIP_RUN = ("import sys; from imgen.recipes.clip import train_clip; train_clip(steps=30, batch_size=16, image_size=16, "
+            "width=8, dim=32, depth=1, heads=2, embed_dim=16, progress=False, out_dir=sys.argv[1])")
+
+
+def test_clip_training_resumes_exactly_after_kill_9_and_its_directory_loads(tmp_path):
+    cmd = [sys.executable, "-c", CLIP_RUN]
+    assert kill9_and_rerun(cmd, tmp_path / "straight", tmp_path / "killed") >= 1
+    for name in ("model.safetensors", "ema.safetensors"):
+        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+    model = CLIP.load(tmp_path / "killed")  # a Trainer model directory (net "clip") loads like a CLIP.save one
+    batch = heldout_batch(3, 16)
+    model.save(tmp_path / "saved")
+    torch.testing.assert_close(CLIP.load(tmp_path / "saved").encode_image(batch["image"]),
+                               model.encode_image(batch["image"]))
+    log = [json.loads(line) for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 31)) and log[-1]["lr"] < 0.02 * 2e-3  # cosine to ~0
+
+
+def test_twins_in_the_shapes_dataset_serve_each_item_then_its_twin():
+    data = load_dataset("shapes", split="train", image_size=16, twins=True)
+    batch = data.get(np.arange(8, 16))
+    plain = load_dataset("shapes", split="train", image_size=16).get(np.arange(8, 12))
+    assert batch["image"].shape == (8, 3, 16, 16) and batch["caption"][:4] == plain["caption"]
+    diff = (batch["attrs"]["shape"][:4] != batch["attrs"]["shape"][4:]).int() + \
+        (batch["attrs"]["color"][:4] != batch["attrs"]["color"][4:]).int()
+    assert (diff == 1).all()
+    assert torch.equal(data.get(np.arange(8, 16))["image"], batch["image"])  # a pure function of the indices

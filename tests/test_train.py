@@ -1,18 +1,14 @@
 """The trainer: losses fall, checkpoints are safetensors written atomically, resume is exact, failures lose nothing."""
 import json
-import os
-import random
-import signal
-import subprocess
+import math
 import sys
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import imgen
-from conftest import tiny_config
+from conftest import kill9_and_rerun, tiny_config
 from imgen.errors import ImgenError
 from imgen.train import Trainer, batch_indices, train
 
@@ -44,31 +40,11 @@ def test_batches_depend_only_on_seed_and_step():
     assert not (batch_indices(100, 32, 1, 0) == a[0]).all()
 
 
-def _run(cmd, **kw):
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)
-
-
 def test_kill_9_and_rerun_is_byte_identical_to_an_uninterrupted_run(tmp_path, tiny_config_file):
     cfg = tiny_config_file(steps=40)
     cmd = [sys.executable, "-m", "imgen", "train", str(cfg), "--quiet", "--out"]
-    tic = time.perf_counter()
-    assert _run(cmd + [str(tmp_path / "straight")]).wait() == 0
-    duration = time.perf_counter() - tic
-
-    # kill -9 three times at random moments in the second half of a run (past start-up), then let it finish
-    out, rng, kills = tmp_path / "killed", random.Random(0), 0
-    while True:
-        p = _run(cmd + [str(out)])
-        try:
-            p.wait(timeout=rng.uniform(0.5, 0.95) * duration if kills < 3 else None)
-        except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGKILL)
-            p.wait()
-            kills += 1
-            continue
-        assert p.returncode == 0, p.stderr.read().decode()
-        break
+    out = tmp_path / "killed"
+    assert kill9_and_rerun(cmd, tmp_path / "straight", out) >= 1
     assert json.loads((out / "train_state.json").read_text())["step"] == 40
     for name in ("model.safetensors", "ema.safetensors"):
         assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
@@ -194,3 +170,79 @@ def test_a_trained_model_runs_with_every_sampler_and_grid(tmp_path):
                 continue
             x = m.sample(2, labels=[0, 1], sampler=name, steps=3, grid=grid, seed=1)
             assert x.shape == (2, 1, 8, 8) and torch.isfinite(x).all(), (name, grid)
+
+
+class TwoOptimizerToy:
+    """The GAN pattern on a toy: optimizer "first" owns the first half of the net's parameters, "second" the
+    rest (with its own lr and kind); each step updates "first" then "second", each on a flow-matching loss."""
+
+    def __init__(self):
+        from imgen.methods.flow_matching import flow_matching
+
+        self.fm, self.snapshots = flow_matching(), []
+
+    def optimizers(self, net, train):
+        params = list(net.parameters())
+        half = len(params) // 2
+        return {"first": torch.optim.AdamW(params[:half], lr=train.lr),
+                "second": torch.optim.SGD(params[half:], lr=10 * train.lr, momentum=0.9)}
+
+    def updates(self):
+        return [("first", self.loss), ("second", self.loss)]
+
+    def loss(self, net, batch, generator=None):
+        self.snapshots.append([p.detach().clone() for p in net.parameters()])
+        return self.fm.loss(net, batch, generator)
+
+    def denoiser(self, net):
+        return self.fm.denoiser(net)
+
+
+def toy_two_optimizer_config(steps: int):
+    from imgen.config import Config, DataConfig, MethodConfig, NetConfig, TrainConfig
+
+    return Config(data=DataConfig("moons", {}, batch_size=32), net=NetConfig("mlp", {"hidden": 32, "depth": 2}),
+                  method=MethodConfig("two_opt_toy", {}),
+                  train=TrainConfig(steps=steps, lr=1e-3, warmup=2, ckpt_every=3, log_every=1))
+
+
+def test_two_optimizers_step_in_turn_each_on_its_own_parameters_and_resume_exactly(tmp_path, monkeypatch):
+    from imgen.methods import METHODS
+
+    monkeypatch.setitem(METHODS, "two_opt_toy", TwoOptimizerToy)
+    t = Trainer(toy_two_optimizer_config(2), tmp_path / "a", progress=False)
+    half = len(list(t.net.parameters())) // 2
+    t.fit()
+    s = t.method.snapshots  # before first@1, before second@1, before first@2, before second@2
+    changed = [[not torch.equal(x, y) for x, y in zip(a, b)] for a, b in zip(s, s[1:])]
+    # "first" stepped only its own parameters, and "second" computed its loss after that step (alternating updates)
+    assert any(changed[0][:half]) and not any(changed[0][half:])
+    assert not any(changed[1][:half]) and any(changed[1][half:])  # "second" stepped only its own
+    log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert all(k in log[0] for k in ("loss_first", "loss_second", "grad_norm_first", "grad_norm_second"))
+    assert t.optimizers["first"].param_groups[0]["lr"] == 1e-3  # each optimizer keeps its own base lr
+    assert t.optimizers["second"].param_groups[0]["lr"] == pytest.approx(1e-2)
+
+    train(toy_two_optimizer_config(8), tmp_path / "straight", progress=False)
+    train(toy_two_optimizer_config(5), tmp_path / "resumed", progress=False)
+    resumed = Trainer(toy_two_optimizer_config(8), tmp_path / "resumed", progress=False)
+    assert resumed.step == 5
+    resumed.fit()
+    for name in ("model.safetensors", "ema.safetensors"):
+        assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+    a, b = (load_file(tmp_path / d / "train_state.safetensors") for d in ("resumed", "straight"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # optimizer states too
+    assert any(k.startswith("opt[second].") for k in a) and any(k.startswith("opt[first].") for k in a)
+
+
+def test_lr_schedule_warms_up_then_stays_constant_or_decays_by_a_cosine_to_zero():
+    from imgen.train import lr_at
+
+    assert [lr_at(s, 1.0, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    cos = [lr_at(s, 2.0, 2, 10, "cosine") for s in range(10)]
+    assert cos[:3] == [1.0, 2.0, 2.0] and cos[-1] == pytest.approx(2.0 * 0.5 * (1 + math.cos(math.pi * 7 / 8)))
+    assert all(a >= b for a, b in zip(cos[1:], cos[2:]))
+    cfg = toy_two_optimizer_config(2)
+    cfg.train.lr_schedule = "linear"
+    with pytest.raises(ImgenError, match="lr_schedule must be one of constant, cosine"):
+        Trainer(cfg, "unused", progress=False)

@@ -1,11 +1,13 @@
 """unCLIP (Ramesh et al. 2022): the diffusion prior over CLIP image embeddings, the decoder conditioned on them,
 the UnCLIP pipeline (generate, variations, save/load), and one slow test that trains all three on shapes."""
 import json
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import kill9_and_rerun
 from imgen.data import load_dataset
 from imgen.errors import ImgenError
 from imgen.methods.clip import clip_small, shapes_tokenizer
@@ -87,7 +89,7 @@ def test_prior_transformer_errors():
         net(torch.zeros(2, 8), torch.rand(2))
     with pytest.raises(ImgenError, match="heads dividing dim"):
         PriorTransformer(E, dim=30, heads=4)
-    with pytest.raises(ImgenError, match="positive integer"):
+    with pytest.raises(ImgenError, match="embed_dim must be an integer >= 1"):
         PriorTransformer(0)
 
 
@@ -139,7 +141,7 @@ def test_prior_samples_are_unit_norm_and_best_of_keeps_the_closest_to_the_text(u
 def test_pipeline_errors(unclip, clip, batch):
     with pytest.raises(ImgenError, match="empty prompt"):
         unclip.generate([""])
-    with pytest.raises(ImgenError, match="n must be a positive integer"):
+    with pytest.raises(ImgenError, match="n must be an integer >= 1"):
         unclip.generate(["a red circle"], n=0)
     with pytest.raises(ImgenError, match=r"\(N, 3, 16, 16\)"):
         unclip.variations(torch.zeros(2, 3, 32, 32))
@@ -205,3 +207,28 @@ def test_unclip_on_shapes_prior_finds_the_scene_and_variations_keep_colour_posit
     both = ((pred["shape"] == scenes["attrs"]["shape"]) & (pred["color"] == scenes["attrs"]["color"])).float().mean()
     print(f"variations keep {kept}, shape and colour {both:.2f}")
     assert kept["pos"] > 0.8 and kept["color"] > 0.75 and kept["shape"] > 0.25 and both > 0.2, (kept, both)
+
+
+UNCLIP_RUN = """import sys
+from imgen.nn.clip import CLIP
+from imgen.recipes.unclip import train_decoder, train_prior
+clip = CLIP.load(sys.argv[1])
+train_prior(clip, steps=30, batch_size=8, dim=32, depth=1, heads=2, progress=False, out_dir=sys.argv[2])
+train_decoder(clip, steps=20, batch_size=4, base_channels=8, progress=False, out_dir=sys.argv[2])
+"""
+
+
+def test_prior_and_decoder_training_resume_exactly_after_kill_9(clip, tmp_path):
+    clip.save(tmp_path / "clip")
+    cmd = [sys.executable, "-c", UNCLIP_RUN, str(tmp_path / "clip")]
+    assert kill9_and_rerun(cmd, tmp_path / "straight", tmp_path / "killed") >= 1
+    for stage in ("prior", "decoder"):
+        for name in ("model.safetensors", "ema.safetensors"):
+            killed, straight = tmp_path / "killed" / stage / name, tmp_path / "straight" / stage / name
+            assert killed.read_bytes() == straight.read_bytes(), f"{stage}/{name}"
+    prior, losses = train_prior(clip, steps=30, batch_size=8, dim=32, depth=1, heads=2, progress=False,
+                                out_dir=tmp_path / "killed")  # a finished run: loads, trains no further
+    assert len(losses) == 30 and not prior.training
+    with pytest.raises(ImgenError, match="holds a different CLIP"):
+        train_prior(clip_small(shapes_tokenizer(n=512), image_size=16, width=8, dim=32, depth=1, heads=2, embed_dim=E),
+                    steps=30, out_dir=tmp_path / "killed")

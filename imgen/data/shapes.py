@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from imgen.data.base import as_index, check_choice, check_image_size, hash_uniform
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 
 # ---- vocabulary ----
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -278,8 +278,7 @@ class ShapesDataset:
         self.split = check_choice(split, ("train", "heldout", "all"), "split", "shapes")
         self.templates = check_choice(templates, (None, "train", "heldout", "all"), "templates", "shapes")
         self.max_objects = check_choice(max_objects, (1, 2), "max_objects", "shapes")
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise ImgenError(f"shapes: n (the epoch length) must be a positive integer, got {n!r}")
+        check_int(n, "shapes: n (the epoch length)")
         if not isinstance(supersample, (int, np.integer)) or not 1 <= supersample <= 16:
             raise ImgenError(f"shapes: supersample must be an integer in [1, 16], got {supersample!r}")
         if not isinstance(twins, bool):

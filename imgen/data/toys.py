@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from imgen.data.base import as_index, hash_normal, hash_uniform
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 
 
 class ToyDataset:
@@ -24,8 +24,7 @@ class ToyDataset:
     dim = 2
 
     def __init__(self, name: str, sample, n: int, seed: int, class_names=None):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ImgenError(f"{name}: n (the epoch length) must be a positive integer, got {n!r}")
+        check_int(n, f"{name}: n (the epoch length)")
         self.name, self._sample, self.n, self.seed = name, sample, int(n), int(seed)
         self.class_names = None if class_names is None else list(class_names)
         self.num_classes = None if class_names is None else len(class_names)

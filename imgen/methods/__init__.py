@@ -1,6 +1,7 @@
 """Generator families: each owns a training loss and a way to sample. Networks stay in imgen.nn."""
 from imgen.errors import build
 from imgen.methods.autoencoder import kl_autoencoder
+from imgen.methods.classifier import attribute_classifier
 from imgen.methods.clip import clip_method
 from imgen.methods.cold import cold
 from imgen.methods.denoising import DENOISING_METHODS
@@ -12,6 +13,7 @@ METHODS = dict(DENOISING_METHODS)  # ddpm, flow_matching, ncsn, edm, reflow
 METHODS.update(progressive_distillation=progressive_distillation)  # few-step family
 METHODS.update(cold=cold)  # off the Gaussian path: samples with its own Algorithms 1-2
 METHODS.update(kl_autoencoder=kl_autoencoder, latent=latent)  # latent models (LDM)
+METHODS["attribute_classifier"] = attribute_classifier  # imgen's evaluator nets (scripts/train_evaluators.py)
 METHODS.update(clip=clip_method, unclip_prior=unclip_prior, unclip_decoder=unclip_decoder)  # CLIP and unCLIP stages
 
 

@@ -50,3 +50,48 @@ class NoisyClassifierMethod:
 def noisy_classifier(schedule: str = "cosine", schedule_options: dict | None = None, t_eps: float = 1e-3):
     """Classifier on x_t of the named schedule; give the same schedule (and options) as the model it guides."""
     return NoisyClassifierMethod(build_schedule(schedule, **(schedule_options or {})), t_eps)
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator=None) -> torch.Tensor:
+    """Translate each image by up to `max_shift` pixels (edge padding), a cheap augmentation."""
+    n, _, h, w = x.shape
+    p = F.pad(x, (max_shift,) * 4, mode="replicate")
+    dx, dy = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator)
+    return torch.stack([p[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
+class AttributeClassifierMethod:
+    """loss(net, batch) for a multi-head classifier net(x) -> {head: logits} (imgen's evaluator nets): the sum over
+    `heads` of the cross-entropy against batch["label"] (head "label") or batch["attrs"][head], on images shifted
+    by up to `max_shift` pixels plus Gaussian noise of std `noise` (augmentations)."""
+
+    def __init__(self, heads: list | None = None, label_smoothing: float = 0.0, max_shift: int = 0, noise: float = 0.0):
+        self.heads = list(heads or ["label"])
+        if not 0.0 <= label_smoothing < 1.0 or max_shift < 0 or noise < 0:
+            raise ImgenError("attribute_classifier needs 0 <= label_smoothing < 1, max_shift >= 0 and noise >= 0")
+        self.label_smoothing, self.max_shift, self.noise = float(label_smoothing), int(max_shift), float(noise)
+
+    def targets(self, batch: dict) -> dict:
+        try:
+            return {k: batch["label"] if k == "label" else batch["attrs"][k] for k in self.heads}
+        except KeyError as e:
+            raise ImgenError(f"attribute_classifier head {e.args[0]!r} has no targets in this dataset's batches "
+                             f"(it gives {sorted(batch)}); choose heads the data labels") from None
+
+    def loss(self, net, batch: dict, generator=None) -> torch.Tensor:
+        x = batch["image"]
+        if self.max_shift:
+            x = random_shift(x, self.max_shift, generator)
+        if self.noise:
+            x = x + self.noise * torch.randn(x.shape, generator=generator)
+        out = net(x)
+        return sum(F.cross_entropy(out[k], y, label_smoothing=self.label_smoothing)
+                   for k, y in self.targets(batch).items())
+
+    def denoiser(self, net):
+        raise ImgenError("an attribute classifier classifies images; it does not sample")
+
+
+def attribute_classifier(heads: list | None = None, label_smoothing: float = 0.0, max_shift: int = 0,
+                         noise: float = 0.0) -> AttributeClassifierMethod:
+    return AttributeClassifierMethod(heads, label_smoothing, max_shift, noise)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from tqdm.auto import tqdm
 
-from imgen.errors import ImgenError, build
+from imgen.errors import ImgenError, check_int, build
 from imgen.methods.diffusion import DenoisingMethod
 
 
@@ -175,8 +175,7 @@ def cold(degradation: str = "blur", t_eps: float = 0.0, start_mean: float = 0.0,
 
 
 def _cold_grid(steps: int) -> torch.Tensor:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ImgenError(f"steps must be an integer >= 1, got {steps!r}; e.g. steps=20")
+    check_int(steps, "steps", hint="; e.g. steps=20")
     return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
 
 

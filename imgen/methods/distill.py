@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from imgen.denoiser import _bcast, target
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 from imgen.methods.denoising import build_denoising_method
 from imgen.methods.diffusion import DenoisingMethod
 from imgen.nn import load_net
@@ -42,8 +42,7 @@ class ProgressiveDistillation:
     directory samples like the teacher's. The teacher model directory is loaded on the first loss call."""
 
     def __init__(self, teacher: str, student_steps: int, base_method: str = "flow_matching", **base_options):
-        if isinstance(student_steps, bool) or not isinstance(student_steps, int) or student_steps < 1:
-            raise ImgenError(f"student_steps must be an integer >= 1, got {student_steps!r}")
+        check_int(student_steps, "student_steps")
         base = build_denoising_method(base_method, **base_options)
         if not isinstance(base, DenoisingMethod):
             raise ImgenError(f"progressive distillation needs a diffusion/flow teacher, not method {base_method!r}")

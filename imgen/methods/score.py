@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from imgen.denoiser import _bcast, target
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 from imgen.methods.diffusion import DenoisingMethod
 from imgen.schedules import VE
 
@@ -23,8 +23,7 @@ class ScoreMatching(DenoisingMethod):
     paper's geometric sequence from sigma_min to sigma_max; the net's time input is that t."""
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 1.0, num_levels: int = 10, cond_drop: float = 0.1):
-        if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 2:
-            raise ImgenError(f"num_levels must be an integer >= 2 (NCSN uses 10), got {num_levels!r}")
+        check_int(num_levels, "num_levels", 2, " (NCSN uses 10)")
         if not 0 < sigma_min < sigma_max:
             raise ImgenError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
         ratio = (sigma_max / sigma_min) ** (1 / (num_levels - 1))  # sigma_{i} / sigma_{i+1}

@@ -31,7 +31,7 @@ from torch import nn
 
 from imgen.checkpoint import atomic_write_text, load_tensors, read_json, save_tensors
 from imgen.denoiser import ClippedDenoiser
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 from imgen.guidance import classifier_free
 from imgen.methods.diffusion import DenoisingMethod
 from imgen.nn import build_net
@@ -44,6 +44,7 @@ from imgen.schedules import build_schedule, make_grid
 PRIOR_METHOD = {"schedule": "cosine", "prediction": "x0", "cond_drop": 0.1}  # sec. 2.1 and Appendix C
 DECODER_METHOD = {"schedule": "rectified_flow", "prediction": "velocity",  # the paper: GLIDE-style diffusion;
                   "cond_drop": 0.1}  # any (schedule, prediction) runs here. 10% null z_i: sec. 2.1
+DECODER_CFG = 3.0  # the decoder's default guidance scale (the prior's is 1: best_of picks among its draws)
 
 
 class CondDenoising(DenoisingMethod):
@@ -151,17 +152,13 @@ def decoder_net(clip: CLIP, **options) -> nn.Module:
 
 # ---- the pipeline ----
 def _count(n, what: str = "n") -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ImgenError(f"{what} must be a positive integer, got {n!r}")
-    return n
+    return check_int(n, what)
 
 
 @torch.no_grad()
 def _sample(method: DenoisingMethod, net: nn.Module, shape: tuple, cond: dict, steps: int, sampler: str,
             cfg: float, generator: torch.Generator, clip_x0: bool = False) -> torch.Tensor:
     """Any imgen sampler on method.denoiser(net), classifier-free guided by `cfg` (1 = none)."""
-    if not cfg >= 0:
-        raise ImgenError(f"guidance scale must be >= 0 (1 = none), got {cfg}")
     cond = {"drop": torch.zeros(shape[0], dtype=torch.bool, device=cond["text_pooled"].device), **cond}
     den = classifier_free(method.denoiser(net), cfg, cond, shape[0])
     if clip_x0:
@@ -212,9 +209,10 @@ class UnCLIP:
         return z_i[best, torch.arange(len(texts))]
 
     @torch.no_grad()
-    def decode(self, image_emb: torch.Tensor, steps: int = 25, sampler: str = "heun", cfg: float = 3.0,
+    def decode(self, image_emb: torch.Tensor, steps: int = 25, sampler: str = "heun", cfg: float | None = None,
                seed: int = 0) -> torch.Tensor:
-        """Images (B, C, H, W) in [-1, 1] from image embeddings z_i (B, E)."""
+        """Images (B, C, H, W) in [-1, 1] from image embeddings z_i (B, E); cfg None = DECODER_CFG."""
+        cfg = DECODER_CFG if cfg is None else cfg
         e = self.clip.embed_dim
         if not torch.is_tensor(image_emb) or image_emb.ndim != 2 or image_emb.shape[1] != e:
             got = tuple(image_emb.shape) if torch.is_tensor(image_emb) else type(image_emb).__name__
@@ -228,7 +226,7 @@ class UnCLIP:
 
     @torch.no_grad()
     def generate(self, prompts, n: int = 1, prior_steps: int = 25, prior_sampler: str = "ddim", prior_cfg: float = 1.0,
-                 best_of: int = 2, steps: int = 25, sampler: str = "heun", cfg: float = 3.0,
+                 best_of: int = 2, steps: int = 25, sampler: str = "heun", cfg: float | None = None,
                  seed: int = 0) -> torch.Tensor:
         """Text -> prior -> decoder: images (len(prompts) * n, C, H, W) in [-1, 1], the n of each prompt together.
         prior_* options drive the prior's sampling, steps/sampler/cfg the decoder's."""
@@ -236,7 +234,8 @@ class UnCLIP:
         return self.decode(z_i, steps, sampler, cfg, seed + 1)
 
     @torch.no_grad()
-    def variations(self, images: torch.Tensor, n: int = 4, steps: int = 25, sampler: str = "heun", cfg: float = 3.0,
+    def variations(self, images: torch.Tensor, n: int = 4, steps: int = 25, sampler: str = "heun",
+                   cfg: float | None = None,
                    seed: int = 0) -> torch.Tensor:
         """n variations of each image (N, C, H, W) in [-1, 1]: its CLIP image embedding decoded from fresh noise
         (sec. 3.1). Returns (N * n, C, H, W), the n of each image together."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 from imgen.nn.layers import ConfigMixin, Downsample, Upsample, group_norm
 
 LOGVAR_RANGE = (-30.0, 20.0)  # clamp as in LDM's DiagonalGaussianDistribution
@@ -63,8 +63,7 @@ class AutoencoderKL(ConfigMixin, nn.Module):
             raise ImgenError(f"autoencoder channel_mults must be a non-empty list of positive ints, got {channel_mults}")
         for name, v in (("in_channels", in_channels), ("latent_channels", latent_channels),
                         ("base_channels", base_channels), ("num_res_blocks", num_res_blocks)):
-            if not isinstance(v, int) or v < 1:
-                raise ImgenError(f"autoencoder {name} must be a positive integer, got {v!r}")
+            check_int(v, f"autoencoder {name}")
         self.factor = 2 ** (len(mults) - 1)
         if not isinstance(image_size, int) or image_size % self.factor:
             raise ImgenError(f"autoencoder image_size {image_size} is not divisible by its downsampling factor "

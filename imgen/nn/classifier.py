@@ -88,3 +88,11 @@ def shapes_classifier(heads: dict[str, int]) -> EvaluatorClassifier:
     """32x32 RGB attribute classifier for the procedural shapes scenes, one head per attribute."""
     return EvaluatorClassifier(ClassifierConfig(in_channels=3, image_size=32, widths=(16, 32, 32, 64, 64),
                                                 strides=(1, 2, 1, 2, 2), feature_dim=128, heads=dict(heads)))
+
+
+def evaluator_net(in_channels: int = 1, image_size: int = 8, widths: list | tuple = (32, 64, 64),
+                  strides: list | tuple = (1, 1, 2), feature_dim: int = 128, heads: dict | None = None,
+                  dropout: float = 0.1) -> EvaluatorClassifier:
+    """An EvaluatorClassifier from JSON-able options (net "evaluator" of a model config)."""
+    return EvaluatorClassifier(ClassifierConfig(in_channels, image_size, tuple(widths), tuple(strides), feature_dim,
+                                                dict(heads or {"label": 10}), dropout))

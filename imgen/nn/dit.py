@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 from imgen.nn.layers import (
     Attention,
     ConfigMixin,
@@ -226,16 +226,12 @@ class DiT(ConfigMixin, nn.Module):
 
 def _validate(in_channels, out_channels, image_size, patch_size, dim, depth, num_heads, mlp_ratio,
               conditioning, context_dim, num_classes, pos_embed):
-    def positive_int(name, v):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ImgenError(f"DiT {name} must be a positive integer, got {v!r}")
-
     for name, v in (("in_channels", in_channels), ("image_size", image_size), ("patch_size", patch_size),
                     ("dim", dim), ("depth", depth), ("num_heads", num_heads)):
-        positive_int(name, v)
+        check_int(v, f"DiT {name}")
     for name, v in (("out_channels", out_channels), ("context_dim", context_dim), ("num_classes", num_classes)):
         if v is not None:
-            positive_int(name, v)
+            check_int(v, f"DiT {name}")
     if conditioning not in CONDITIONINGS:
         raise ImgenError(f"DiT conditioning {conditioning!r} is unknown; valid conditionings are "
                          f"{list(CONDITIONINGS)}")

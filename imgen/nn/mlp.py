@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 from imgen.nn.layers import ConfigMixin, LabelEmbedding, TimestepEmbedding, as_time_batch, zero_init
 
 
@@ -37,8 +37,7 @@ class MLPDenoiser(ConfigMixin, nn.Module):
         for key, v in (("dim", dim), ("hidden", hidden), ("depth", depth)) + (
             (("num_classes", num_classes),) if num_classes is not None else ()
         ):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ImgenError(f"MLPDenoiser {key} must be a positive integer, got {v!r}")
+            check_int(v, f"MLPDenoiser {key}")
         self.dim = dim
         self.time_embed = TimestepEmbedding(hidden, hidden)
         self.label_embed = LabelEmbedding(num_classes, hidden) if num_classes else None

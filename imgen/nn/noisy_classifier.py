@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 from imgen.nn.layers import ConfigMixin, Downsample, ResBlock, TimestepEmbedding, as_time_batch, group_norm
 
 
@@ -27,8 +27,7 @@ class NoisyClassifier(ConfigMixin, nn.Module):
         self.save_config(locals())
         for key, v in (("in_channels", in_channels), ("num_classes", num_classes), ("image_size", image_size),
                        ("base_channels", base_channels)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ImgenError(f"NoisyClassifier {key} must be a positive integer, got {v!r}")
+            check_int(v, f"NoisyClassifier {key}")
         if num_classes < 2:
             raise ImgenError(f"NoisyClassifier needs num_classes >= 2 to classify, got {num_classes}")
         if image_size % 2 ** (len(channel_mults) - 1):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 from imgen.nn.layers import ConfigMixin, TextConditioning, TimestepEmbedding, as_time_batch, zero_init
 from imgen.nn.text import TextBlock
 
@@ -34,8 +34,7 @@ class PriorTransformer(ConfigMixin, nn.Module):
         super().__init__()
         self.save_config(locals())
         for key, v in (("embed_dim", embed_dim), ("dim", dim), ("depth", depth), ("heads", heads)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ImgenError(f"PriorTransformer {key} must be a positive integer, got {v!r}")
+            check_int(v, f"PriorTransformer {key}")
         if dim % heads:
             raise ImgenError(f"PriorTransformer dim={dim} cannot be split into {heads} heads; pick heads dividing dim")
         self.embed_dim, self.use_text_tokens = embed_dim, use_text_tokens

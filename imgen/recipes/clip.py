@@ -47,7 +47,7 @@ def clip_config(steps: int = 2000, batch_size: int = 128, seed: int = 0, image_s
         method=MethodConfig("clip", {}),
         train=TrainConfig(steps=steps, lr=lr, weight_decay=weight_decay, betas=[0.9, 0.98], adam_eps=1e-6,
                           warmup=min(warmup, steps // 2), lr_schedule="cosine", grad_clip=0.0, ema_decay=0.0,
-                          ema_warmup=False, seed=seed, ckpt_every=min(steps, 250), log_every=1),
+                          ema_warmup=False, seed=seed, ckpt_every=max(1, min(250, steps // 10)), log_every=1),
         sample=SampleConfig())
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from imgen.config import Config, DataConfig, MethodConfig, NetConfig, SampleConfig, TrainConfig
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 from imgen.methods.unclip import DECODER_METHOD, PRIOR_METHOD, decoder_options
 from imgen.nn.clip import CLIP
 from imgen.recipes.clip import fit, step_losses
@@ -34,8 +34,7 @@ def _clip_dir(clip: CLIP, out_dir: str | Path | None) -> Path:
 def stage_config(stage: str, clip: CLIP, clip_dir: Path, net: NetConfig, steps: int, batch_size: int, seed: int,
                  lr: float, warmup: int, max_objects: int, method: dict | None) -> Config:
     """AdamW (betas 0.9/0.999, no weight decay), linear warm-up then cosine decay, grad-norm clipping at 1, no EMA."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ImgenError(f"unclip {stage}: steps must be a positive integer, got {steps!r}")
+    check_int(steps, f"unclip {stage}: steps")
     spec = dict(method or (PRIOR_METHOD if stage == "prior" else DECODER_METHOD))
     return Config(
         description=f"unCLIP {stage} on the shapes train stream",
@@ -44,7 +43,7 @@ def stage_config(stage: str, clip: CLIP, clip_dir: Path, net: NetConfig, steps: 
         net=net, method=MethodConfig(f"unclip_{stage}", {"clip": str(clip_dir.resolve()), **spec}),
         train=TrainConfig(steps=steps, lr=lr, betas=[0.9, 0.999], warmup=min(warmup, steps // 2),
                           lr_schedule="cosine", grad_clip=1.0, ema_decay=0.0, ema_warmup=False, seed=seed,
-                          ckpt_every=min(steps, 250), log_every=1),
+                          ckpt_every=max(1, min(250, steps // 10)), log_every=1),
         sample=SampleConfig())
 
 
