@@ -9,6 +9,11 @@
     python benchmarks/metrics_speed.py            # full sizes, prints JSON
     python benchmarks/metrics_speed.py --quick    # small sizes, a smoke run
 
+Time on a shared 2-core machine (OMP_NUM_THREADS=1, --threads 2 as by default): --quick measured 53 s. The full run
+is an estimate, not measured: the FID/KID part scales with n * dim^2 and subsets * subset_size^2 * dim (80x the
+quick sizes, ~12 s of its 53 s) and the end-to-end part with the image count (5x), so roughly 15-20 min.
+Nothing is trained; the end-to-end images are rendered into a temporary folder each run.
+
 Ratios are torchmetrics time / imgen time (> 1 means imgen is faster). Each pair is run `--repeats` times,
 alternating imgen and torchmetrics, and the best time of each is kept, so load from other processes on a
 shared machine hits both alike.
@@ -159,7 +164,7 @@ def bench_end_to_end(n, subsets, subset_size, batch, features, repeats):
             "imgen_fid": v_ours, "torchmetrics_fid": v_tm, "fid_rel_diff": abs(v_ours - v_tm) / abs(v_tm)}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=10000, help="features per set")
     p.add_argument("--dim", type=int, default=2048)
@@ -171,11 +176,16 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="alternating runs per pair; best time kept")
     p.add_argument("--quick", action="store_true", help="n=2000, dim=512, 20 subsets of 500, 1000 images")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.quick:
         args.n, args.dim, args.subsets, args.subset_size, args.images = 2000, 512, 20, 500, 1000
     torch.set_num_threads(args.threads)
-    result = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+    result = {"benchmark": "metrics_speed", "quick": args.quick,
+              "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
               "threads": args.threads, "n": args.n, "dim": args.dim, "kid_subsets": args.subsets,
               "kid_subset_size": args.subset_size, "repeats": args.repeats}
     result.update(bench_features(args.n, args.dim, args.subsets, args.subset_size, args.batch, args.repeats))
