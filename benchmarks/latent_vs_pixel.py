@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sides", default="pixel,latent", help="which models to train and score (comma-separated)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
-                   help="shipped shapes-ae (unless --ae), 30 training steps each, 50 prompts, 10 sampler steps; OUT/quick")
+                   help="shipped shapes-ae (unless --ae), 30 training steps each, 50 prompts, 10 sampler steps; "
+                        "models in OUT/quick")
     return p
 
 

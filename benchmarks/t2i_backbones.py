@@ -17,11 +17,18 @@ templates, imgen.metrics.adherence): adherence read by shapes-eval, FID[shapes-e
 real renders of the same held-out scenes (needs n-eval > 128, the feature dimension; KID is given at any n), the
 median images/s of the training log, and sampling seconds per image (the preset's sampler, steps and CFG).
 
-    OMP_NUM_THREADS=1 python benchmarks/t2i_backbones.py --out runs/t2i_backbones            # ~25 min, 2 idle cores
+    OMP_NUM_THREADS=1 python benchmarks/t2i_backbones.py --out runs/t2i_backbones            # ~1 h (below)
     OMP_NUM_THREADS=1 python benchmarks/t2i_backbones.py --out runs/t2ib_smoke --steps 60 --n-eval 40
+    OMP_NUM_THREADS=1 python benchmarks/t2i_backbones.py --quick     # 15 steps each, 32 prompts, 10 sampler steps
 Writes OUT/t2i_backbones.json, OUT/t2i_backbones.png (bar chart) and OUT/samples_<name>.png (the first 16 held-out
 prompts, prompts listed in the JSON); prints the JSON. Models already trained in OUT/<name> are reused (a
-shorter run is resumed to --steps).
+shorter run is resumed to --steps). --quick caches its models in OUT/quick.
+
+Time on a shared 2-core machine (OMP_NUM_THREADS=1): --quick measured 1 min 49 s from scratch (no shipped model
+has these backbones, so all four are trained, for 15 steps). The full run (600 steps each, 200 prompts at the
+preset's 25 sampler steps) is an estimate from the quick run's per-step times, not a full run: training
+600 x (1.57 + 1.31 + 1.22 + 1.26) s/step ~54 min, sampling 200 prompts with each backbone (~1.4 s per prompt for
+the four together at 25 steps) ~5 min: ~1 h.
 """
 from __future__ import annotations
 
@@ -61,7 +68,7 @@ MAC_TOLERANCE = 0.25  # DiT MACs per image within +-25% of the U-Net's
 MAC_BATCH = 2  # MACs are linear in the batch
 
 
-def backbone_configs(steps: int | None = None, seed: int = 0) -> dict[str, Config]:
+def backbone_configs(steps: int | None = None, seed: int = 0, sample_steps: int | None = None) -> dict[str, Config]:
     """The four configs: preset shapes-t2i with its backbone swapped (everything else identical)."""
     configs = {}
     for name, (backbone, options, label) in BACKBONES.items():
@@ -74,6 +81,8 @@ def backbone_configs(steps: int | None = None, seed: int = 0) -> dict[str, Confi
         if steps is not None:
             c.train.steps = steps
             c.train.ckpt_every = min(c.train.ckpt_every, steps)
+        if sample_steps is not None:
+            c.sample.steps = sample_steps
         configs[name] = c
     return configs
 
@@ -186,7 +195,7 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/t2i_backbones")
     p.add_argument("--steps", type=int, default=600, help="training steps of every model (preset: 1200)")
@@ -194,7 +203,17 @@ def main(argv=None) -> dict:
     p.add_argument("--only", default=",".join(BACKBONES), help=f"comma-separated subset of {', '.join(BACKBONES)}")
     p.add_argument("--batch", type=int, default=100, help="prompts per sampling batch")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    p.add_argument("--sample-steps", type=int, default=None, help="sampler steps (default: the preset's)")
+    p.add_argument("--quick", action="store_true",
+                   help="15 training steps per backbone, 32 held-out prompts, 10 sampler steps; models in OUT/quick")
+    return p
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.out, args.steps, args.n_eval = str(Path(args.out) / "quick"), 15, min(args.n_eval, 32)
+        args.sample_steps = args.sample_steps or 10
     only = args.only.split(",")
     if unknown := [k for k in only if k not in BACKBONES]:
         raise SystemExit(f"unknown backbone(s) {unknown}; choose from {', '.join(BACKBONES)}")
@@ -204,7 +223,7 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
 
-    configs = backbone_configs(args.steps, args.seed)
+    configs = backbone_configs(args.steps, args.seed, args.sample_steps)
     cost = measure_cost(configs)
     print(json.dumps({"cost": cost}, indent=1), flush=True)
     configs = {k: configs[k] for k in only}
@@ -224,7 +243,7 @@ def main(argv=None) -> dict:
 
     first = configs[only[0]]
     result = {
-        "benchmark": "t2i_backbones", "preset": PRESET,
+        "benchmark": "t2i_backbones", "preset": PRESET, "quick": args.quick,
         "budget": "same optimizer steps, batch, LR schedule, EMA and seed for every backbone",
         "train_steps": args.steps, "batch_size": first.data.batch_size, "lr": first.train.lr,
         "warmup": first.train.warmup, "sampler": first.sample.sampler, "sample_steps": first.sample.steps,
