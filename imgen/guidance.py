@@ -8,6 +8,7 @@ import torch
 from imgen.denoiser import Denoiser, _bcast
 from imgen.errors import ImgenError
 from imgen.images import adapt_images
+from imgen.nn.clip import MAX_LOGIT_SCALE
 
 
 def _stack(a: dict, b: dict) -> dict:
@@ -121,7 +122,7 @@ class CLIPGuidance(GradientGuidance):
         self.clip, self.decode = clip, decode
         with torch.no_grad():
             self.text = clip.encode_text(check_prompts(prompts)).detach()  # (B, E), L2-normalised
-        self.temperature = float(torch.exp(-clip.logit_scale.detach().clamp(max=math.log(100.0))))
+        self.temperature = float(torch.exp(-clip.logit_scale.detach().clamp(max=math.log(MAX_LOGIT_SCALE))))
 
     def similarity(self, x0: torch.Tensor) -> torch.Tensor:
         """cos(E_I(image), E_T(prompt)) per sample (B,)."""
