@@ -44,7 +44,7 @@ from imgen.schedules import build_schedule, make_grid
 PRIOR_METHOD = {"schedule": "cosine", "prediction": "x0", "cond_drop": 0.1}  # sec. 2.1 and Appendix C
 DECODER_METHOD = {"schedule": "rectified_flow", "prediction": "velocity",  # the paper: GLIDE-style diffusion;
                   "cond_drop": 0.1}  # any (schedule, prediction) runs here. 10% null z_i: sec. 2.1
-DECODER_CFG = 3.0  # the decoder's default guidance scale (the prior's is 1: best_of picks among its draws)
+PRIOR_CFG, DECODER_CFG = 1.0, 3.0  # default guidance scales (the prior needs none: best_of picks among its draws)
 
 
 class CondDenoising(DenoisingMethod):
@@ -192,10 +192,11 @@ class UnCLIP:
         self.channels = decoder.in_channels
 
     @torch.no_grad()
-    def image_embeddings(self, prompts, n: int = 1, steps: int = 25, sampler: str = "ddim", cfg: float = 1.0,
+    def image_embeddings(self, prompts, n: int = 1, steps: int = 25, sampler: str = "ddim", cfg: float | None = None,
                          best_of: int = 2, seed: int = 0) -> torch.Tensor:
         """Prior samples z_i (len(prompts) * n, E), unit norm, the n of each prompt together. Of `best_of`
-        draws per image the one with the higher dot product with z_t is kept (sec. 2.1)."""
+        draws per image the one with the higher dot product with z_t is kept (sec. 2.1). cfg None = PRIOR_CFG."""
+        cfg = PRIOR_CFG if cfg is None else cfg
         prompts = check_prompts(prompts)
         n, best_of = _count(n), _count(best_of, "best_of")
         texts = [p for p in prompts for _ in range(n)]
@@ -225,7 +226,8 @@ class UnCLIP:
         return x.clamp(-1, 1)
 
     @torch.no_grad()
-    def generate(self, prompts, n: int = 1, prior_steps: int = 25, prior_sampler: str = "ddim", prior_cfg: float = 1.0,
+    def generate(self, prompts, n: int = 1, prior_steps: int = 25, prior_sampler: str = "ddim",
+                 prior_cfg: float | None = None,
                  best_of: int = 2, steps: int = 25, sampler: str = "heun", cfg: float | None = None,
                  seed: int = 0) -> torch.Tensor:
         """Text -> prior -> decoder: images (len(prompts) * n, C, H, W) in [-1, 1], the n of each prompt together.
