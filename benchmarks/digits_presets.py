@@ -118,7 +118,8 @@ def main(argv=None) -> dict:
         q = digits_quality(model, n=n, sampler=sampler, steps=sample_steps, seed=args.seed)
         row.update(svc_accuracy=q["svc_accuracy"], nn_distance_ratio=round(q["nn_distance_ratio"], 4),
                    ratio_to_real=round(q["svc_accuracy"] / real, 4), sampler=sampler, sample_steps=sample_steps,
-                   sample_seconds=round(time.perf_counter() - t0, 1), method=model.config.method.name)
+                   sample_seconds=round(time.perf_counter() - t0, 1), method=model.config.method.name,
+                   params=sum(t.numel() for t in model.net.parameters()))
         result["presets"][name] = row
         print(json.dumps({name: row}), file=sys.stderr, flush=True)
     result["seconds"] = round(time.perf_counter() - tic, 1)
