@@ -1,6 +1,7 @@
 """The CLIP network (Radford et al. 2021): an image encoder and a text encoder, each followed by a linear
 projection into a shared embed_dim space where both are L2-normalised, and a learned temperature (logit scale).
-Its contrastive loss lives in imgen.methods.clip. A CPU-sized one is built by clip_small / clip_net.
+Its contrastive loss lives in imgen.methods.clip, its CLIP score in imgen.metrics.clip_score. A CPU-sized one is
+built by clip_small / clip_net.
 """
 from __future__ import annotations
 
@@ -58,17 +59,6 @@ class CLIP(nn.Module):
         classes = torch.zeros(len(groups), text.shape[1], dtype=text.dtype).index_add_(0, owner, text.cpu())
         classes = F.normalize(classes, dim=-1).to(text.device)
         return logit_scale_value(self.logit_scale) * self.encode_image(images) @ classes.T
-
-    def clip_score(self, images: torch.Tensor, captions: list[str]) -> float:
-        """CLIPScore (Hessel et al. 2021, eq. 1) with w = 100, i.e. 100 * max(cos(E_I, E_T), 0) averaged over the
-        pairs, as torchmetrics reports it (the paper's own w = 2.5 rescales it by 2.5 / 100); computed by
-        imgen.metrics.clip_score so there is one implementation."""
-        from imgen.metrics.clip_score import clip_score  # imports only imgen.errors
-        was_training = self.training
-        try:
-            return clip_score(images, captions, self.eval())
-        finally:
-            self.train(was_training)
 
     # ---- save / load: a directory with config.json (incl. the tokenizer) and model.safetensors ----
     def save(self, directory: str | Path) -> None:
