@@ -6,18 +6,20 @@ from typing import Callable
 from imgen.config import Config, DataConfig, MethodConfig, NetConfig, SampleConfig, TrainConfig
 from imgen.errors import ImgenError
 
-_DIGITS_UNET = {"base_channels": 32, "channel_mults": [1, 2], "num_res_blocks": 2, "attn_resolutions": [4],
+# one res block per level: 0.76M params, ~1.5x the images/s of two blocks, and the digits bar (SVC >= 97%) is
+# still met with a margin (flow matching, 1000 steps: 0.996; 600 steps: 0.99)
+_DIGITS_UNET = {"base_channels": 32, "channel_mults": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4],
                 "num_heads": 4}
 
 
 def digits_flow() -> Config:
-    """Class-conditional flow matching on sklearn's 8x8 digits: ~3 minutes on 2 cores."""
+    """Class-conditional flow matching on sklearn's 8x8 digits: ~2 minutes on 2 cores."""
     return Config(
         description="class-conditional flow matching (rectified flow) on 8x8 digits, U-Net",
         data=DataConfig("digits", {"split": "all"}, batch_size=128),
         net=NetConfig("unet", dict(_DIGITS_UNET)),
         method=MethodConfig("flow_matching", {"cond_drop": 0.1}),
-        train=TrainConfig(steps=1500, lr=2e-3, warmup=100, ema_decay=0.995, ckpt_every=250),
+        train=TrainConfig(steps=1000, lr=2e-3, warmup=100, ema_decay=0.995, ckpt_every=250),
         sample=SampleConfig("euler", steps=25),
     )
 
@@ -27,6 +29,9 @@ def digits_ddpm() -> Config:
     c = digits_flow()
     c.description = "class-conditional DDPM (cosine, eps) on 8x8 digits, U-Net"
     c.method = MethodConfig("ddpm", {"schedule": "cosine", "prediction": "eps", "cond_drop": 0.1})
+    # eps-prediction at 25 DDIM steps learns slowest of the digits presets (SVC accuracy 0.968 at 750 steps, 0.978
+    # at 1000), so it trains 1500
+    c.train.steps = 1500
     c.sample = SampleConfig("ddim", steps=25)
     return c
 

@@ -96,3 +96,36 @@ def kill9_and_rerun(cmd: list, straight: Path, killed: Path, kills: int = 3, see
     p = _popen(cmd + [str(killed)])
     assert p.wait() == 0, p.stderr.read().decode()
     return landed
+
+
+# ---- trained models shared by the slow tests (each trained once per session) ---------------------------------
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`imgen demo` run once per session, as a user runs it (~9 min on 2 cores): its report and its CLIP serve
+    tests/test_demo.py and the CLIP zero-shot test. Returns (out_dir, completed process)."""
+    import sys
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    proc = subprocess.run([sys.executable, "-m", "imgen", "demo", "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out, proc
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory):
+    """trained_digits(preset, steps=None) -> the model directory of a digits preset trained once per session
+    (steps=None: the preset's own budget). The DDPM quality test and classifier guidance share one DDPM."""
+    from imgen.config import apply_overrides
+    from imgen.presets import get_preset
+    from imgen.train import train
+
+    dirs = {}
+
+    def get(preset: str, steps: int | None = None) -> Path:
+        if (preset, steps) not in dirs:
+            out = tmp_path_factory.mktemp(preset) / "model"
+            train(apply_overrides(get_preset(preset), [f"train.steps={steps}"] if steps else []), out, progress=False)
+            dirs[preset, steps] = out
+        return dirs[preset, steps]
+
+    return get

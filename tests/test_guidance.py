@@ -128,10 +128,12 @@ def test_noisy_classifier_method_loss_falls_on_digits_and_needs_labels():
 
 # ---- trained: unconditional digits DDPM + noise-aware classifier ------------------------------------------
 @pytest.mark.slow
-def test_classifier_guided_digits_are_read_as_the_requested_class_by_an_svc(tmp_path, monkeypatch):
-    """An *unconditional* DDPM and a classifier trained on the same cosine path; guided DDIM samples are read
-    by scikit-learn's SVC (fit on the real digits, ~99% accurate on them) as the requested class: at scale 4,
-    accuracy > 0.6 (chance 0.1; measured 0.83), and well above the unguided (scale 0) rate (measured 0.075)."""
+def test_classifier_guided_digits_are_read_as_the_requested_class_by_an_svc(trained_digits, tmp_path, monkeypatch):
+    """The digits-ddpm model sampled *unconditionally* (its learned null label, the unconditional model classifier-
+    free guidance trains alongside) and a noise-aware classifier trained on the same cosine path; guided DDIM samples
+    are read by scikit-learn's SVC (fit on the real digits, ~99% accurate on them) as the requested class: at scale
+    4, accuracy > 0.6 (chance 0.1; measured 0.83 with a DDPM trained unconditionally), and well above the unguided
+    (scale 0) rate (measured 0.075)."""
     import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.svm import SVC
@@ -140,19 +142,14 @@ def test_classifier_guided_digits_are_read_as_the_requested_class_by_an_svc(tmp_
     import imgen.methods
     import imgen.nn
     from imgen.checkpoint import load_tensors
-    from imgen.config import Config, DataConfig, MethodConfig, NetConfig, SampleConfig, TrainConfig
+    from imgen.config import Config, DataConfig, MethodConfig, NetConfig, TrainConfig
     from imgen.methods.classifier import noisy_classifier as noisy_classifier_method
     from imgen.train import train
 
     # until the registries list them (imgen.nn.NETS / imgen.methods.METHODS), register them for this test
     monkeypatch.setitem(imgen.nn.NETS, "noisy_classifier", NoisyClassifier)
     monkeypatch.setitem(imgen.methods.METHODS, "noisy_classifier", noisy_classifier_method)
-    unet = {"base_channels": 32, "channel_mults": [1, 2], "num_res_blocks": 1, "attn_resolutions": []}
-    ddpm = Config(data=DataConfig("digits", {"split": "all"}, batch_size=128), net=NetConfig("unet", unet),
-                  method=MethodConfig("ddpm", {"schedule": "cosine", "prediction": "eps", "cond_drop": 1.0}),
-                  train=TrainConfig(steps=1000, lr=2e-3, warmup=100, ema_decay=0.995, ckpt_every=1000, log_every=100),
-                  sample=SampleConfig("ddim", steps=50))
-    train(ddpm, tmp_path / "ddpm", progress=False)
+    ddpm_dir = trained_digits("digits-ddpm")  # shared with tests/test_digits_quality.py
     clf_config = Config(data=DataConfig("digits", {"split": "all"}, batch_size=128),
                         net=NetConfig("noisy_classifier", {"base_channels": 32}),
                         method=MethodConfig("noisy_classifier", {"schedule": "cosine"}),
@@ -162,8 +159,8 @@ def test_classifier_guided_digits_are_read_as_the_requested_class_by_an_svc(tmp_
     clf.load_state_dict(load_tensors(tmp_path / "clf" / "ema.safetensors"))
     clf.eval()
 
-    model = imgen.load(tmp_path / "ddpm")
-    assert model.num_classes is None  # really unconditional
+    model = imgen.load(ddpm_dir)
+    assert model.config.method.options["schedule"] == "cosine"  # the classifier's path
     den = model.method.denoiser(model.net)
     digits = load_digits()
     svc = SVC().fit(digits.data, digits.target)

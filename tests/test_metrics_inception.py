@@ -117,4 +117,4 @@ def test_imgen_eval_with_a_user_supplied_inception_file(random_weights, tmp_path
     assert run_eval(add_eval_arguments(argparse.ArgumentParser()).parse_args(argv)) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["metrics"]) == {"kid[inception]", "kid_std[inception]", "is[inception]", "is_std[inception]"}
-    assert result["features"] == "inception" and result["metrics"]["is[inception]"] >= 1.0
+    assert result["features"] == "inception" and result["metrics"]["is[inception]"] >= 1.0 - 1e-9  # exp(KL) >= 1, up to rounding
