@@ -285,7 +285,7 @@ def test_dit_macs_match_a_hand_count(patch_size):
     (lambda: DiT(3, depth=0), "depth must be an integer >= 1"),
     (lambda: UNet(3, cross_attn_resolutions=(8,)), "cross_attn_resolutions needs context_dim"),
     (lambda: UNet(3, context_dim=8, cross_attn_resolutions=(5,)), "never reaches; its resolutions are [32, 16, 8]"),
-    (lambda: UNet(3, context_dim=0), "context_dim must be a positive integer"),
+    (lambda: UNet(3, context_dim=0), "context_dim must be an integer >= 1"),
     (lambda: build_net("dit", in_channels=3, width=3), "unknown option(s) ['width']"),
 ])
 def test_bad_options_raise_clear_errors(make, message):

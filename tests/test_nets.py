@@ -172,7 +172,7 @@ def test_overfits_a_fixed_noise_prediction_batch(make, x):
     (dict(in_channels=3, image_size=30, channel_mults=(1, 2, 2)), "not divisible by 2**(levels-1) = 4"),
     (dict(in_channels=3, image_size=32, attn_resolutions=(3,)), "never reaches; its resolutions are [32, 16, 8]"),
     (dict(in_channels=3, base_channels=30, num_heads=4), "not divisible by num_heads=4"),
-    (dict(in_channels=0), "in_channels must be a positive integer"),
+    (dict(in_channels=0), "in_channels must be an integer >= 1"),
     (dict(in_channels=3, channel_mults=()), "channel_mults must be a non-empty list"),
     (dict(in_channels=3, dropout=1.5), "dropout must be in [0, 1)"),
 ])

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 from imgen.nn.layers import (
     ConfigMixin,
     Downsample,
@@ -179,23 +179,15 @@ class UNet(ConfigMixin, nn.Module):
 
 def _validate(in_channels, out_channels, base_channels, channel_mults, num_res_blocks, attn_resolutions,
               image_size, num_classes, dropout, num_heads):
-    def positive_int(name, v):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ImgenError(f"UNet {name} must be a positive integer, got {v!r}")
-
-    positive_int("in_channels", in_channels)
-    if out_channels is not None:
-        positive_int("out_channels", out_channels)
-    positive_int("base_channels", base_channels)
-    positive_int("num_res_blocks", num_res_blocks)
-    positive_int("image_size", image_size)
-    positive_int("num_heads", num_heads)
-    if num_classes is not None:
-        positive_int("num_classes", num_classes)
+    for name, v in (("in_channels", in_channels), ("base_channels", base_channels), ("num_res_blocks", num_res_blocks),
+                    ("image_size", image_size), ("num_heads", num_heads), ("out_channels", out_channels),
+                    ("num_classes", num_classes)):
+        if v is not None or name not in ("out_channels", "num_classes"):  # those two are optional
+            check_int(v, f"UNet {name}")
     if not isinstance(channel_mults, (list, tuple)) or not channel_mults:
         raise ImgenError(f"UNet channel_mults must be a non-empty list like (1, 2, 2), got {channel_mults!r}")
     for m in channel_mults:
-        positive_int("channel_mults entries", m)
+        check_int(m, "UNet channel_mults entries")
     if not 0.0 <= dropout < 1.0:
         raise ImgenError(f"UNet dropout must be in [0, 1), got {dropout!r}")
     factor = 2 ** (len(channel_mults) - 1)
@@ -221,10 +213,8 @@ def _validate(in_channels, out_channels, base_channels, channel_mults, num_res_b
 
 
 def _validate_text(context_dim, cross_attn_resolutions, image_size, levels):
-    if context_dim is not None and (not isinstance(context_dim, int) or isinstance(context_dim, bool)
-                                    or context_dim < 1):
-        raise ImgenError(f"UNet context_dim must be a positive integer (the text encoder's width), "
-                         f"got {context_dim!r}")
+    if context_dim is not None:
+        check_int(context_dim, "UNet context_dim", hint=" (the text encoder's width)")
     if cross_attn_resolutions is None:
         return
     if context_dim is None:
