@@ -31,13 +31,17 @@ RESULTS = Path(__file__).resolve().parent / "results" / "clip_zero_shot.json"
 BAR = 0.95
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/clip_zero_shot")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--n", type=int, default=1000, help="held-out scenes for zero-shot accuracy")
     p.add_argument("--quick", action="store_true", help="300 steps, n=300 (~2 min)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
     steps, n = (300, 300) if args.quick else (args.steps, args.n)
     out = Path(args.out) / ("quick" if args.quick else "full")
 

@@ -106,12 +106,14 @@ def run_demo(out: str | Path = "imgen-demo", steps: int | None = None, seed: int
         sc = score_images(images[cfg], truth)
         rows.append({"guidance scale": cfg, "NFE": s.steps * (1 if cfg == 1.0 else 2),
                      "shape+colour": sc["shape_color"], "position": sc["pos"], "shape+colour+position": sc["all3"],
-                     "size": sc["size"], "s / image": (time.perf_counter() - t0) / n_eval})
+                     "size": sc["size"], "background": sc.get("bg", float("nan")), "all stated": sc["all_stated"],
+                     "s / image": (time.perf_counter() - t0) / n_eval})
     ref = ShapesDataset(image_size=config.data.options.get("image_size", 32), split="heldout", max_objects=1,
                         templates="heldout", seed=7).get(np.arange(n_eval))["image"]
     for r in rows:
         r["FID[shapes-eval]"] = _fid(images[r["guidance scale"]], ref)
-    rep.table(rows, "read by the shapes-eval network (100% on real renders); FID against real held-out scenes")
+    rep.table(rows, "read by the shapes-eval network (100% on real renders), each attribute over the prompts that "
+                    "state it (size and position: all; background: a third); FID against real held-out scenes")
     real_fid = _fid(render_scenes(truth, ref.shape[-1]), ref)
     rep.text(f"For scale: FID[shapes-eval] of {n_eval} real renders of the same prompts is {real_fid:.2f}.")
     path = rep.write(data={"train_seconds": train_s, "clip_seconds": clip_s, "clip": clip_eval, "metrics": rows,

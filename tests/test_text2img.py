@@ -12,7 +12,7 @@ from imgen.cli import main
 from imgen.config import Config, DataConfig, MethodConfig, NetConfig, SampleConfig, TrainConfig
 from imgen.data import load_dataset
 from imgen.errors import ImgenError
-from imgen.metrics.adherence import adherence_prompts, score_images
+from imgen.metrics.adherence import READ, adherence_prompts, score_images
 from imgen.methods import build_method
 from imgen.nn import build_net_from_config
 from imgen.train import resolve_config, train
@@ -155,5 +155,25 @@ def test_adherence_scoring_reads_real_renders_perfectly():
     real = render_scenes(a, 24, a["offset"])
     scores = score_images(real, truth)
     assert scores["shape_color"] == 1.0 and scores["pos"] == 1.0
-    shuffled = {k: np.roll(v, 1) for k, v in truth.items()}
+    shuffled = {k: np.roll(v, 1, axis=0) for k, v in truth.items()}
     assert score_images(real, shuffled)["all3"] < 0.2  # wrong prompts are caught
+
+
+def test_adherence_counts_only_the_attributes_a_prompt_states():
+    from imgen.data.shapes import TEMPLATES, render_scenes, sample_scene_attributes, stated_attributes
+
+    assert stated_attributes(6) == {"shape", "color", "size", "pos"}  # "{size} {color} {shape}, {label}"
+    assert stated_attributes(8) == {"shape", "color", "size", "pos", "bg"}
+    assert stated_attributes(2, n_objects=2) == {"shape", "color", "pos", "bg", "shape2", "color2", "pos2"}
+    assert all({"shape", "color", "pos"} <= stated_attributes(t) for t in range(len(TEMPLATES)))
+    prompts, truth = adherence_prompts(60)
+    a = sample_scene_attributes(1_000_003, np.arange(60), "heldout", max_objects=1, templates="heldout")
+    bg_stated = truth["stated"][:, list(READ).index("bg")]
+    assert bg_stated.any() and not bg_stated.all()
+    assert all(("background" in p) == s for p, s in zip(prompts, bg_stated))
+    wrong_bg = dict(truth, bg=(truth["bg"] + 1) % 4)
+    free = dict(wrong_bg, bg=np.where(bg_stated, truth["bg"], wrong_bg["bg"]))  # wrong only where not stated
+    real = render_scenes(a, 24, a["offset"])
+    assert score_images(real, free)["bg"] == 1.0 and score_images(real, free)["all_stated"] == 1.0
+    scores = score_images(real, wrong_bg)
+    assert scores["bg"] == 0.0 and scores["all_stated"] == pytest.approx(1 - bg_stated.mean())

@@ -173,6 +173,21 @@ def make_caption(attrs: Mapping[str, int], template: int = 0, variant: int = 0) 
     return re.sub(r"\b([Aa]) (?=[aeiou])", r"\1n ", text)  # "a orange" -> "an orange"
 
 
+def stated_attributes(template: int, n_objects: int = 1) -> frozenset[str]:
+    """The attributes a caption written with `template` names: shape and colour always; size, position ({pos} or
+    the {label} form) and background where its format strings have the field; shape2..pos2 for a second object.
+    A prompt-adherence score counts only these (an attribute the prompt leaves out is free)."""
+    if not 0 <= template < len(TEMPLATES):
+        raise ImgenError(f"caption template {template} does not exist; use 0..{len(TEMPLATES) - 1}")
+    first, further = TEMPLATES[template]
+    fields = lambda fmt: {"size": "{size}" in fmt, "pos": "{pos}" in fmt or "{label}" in fmt,  # noqa: E731
+                          "bg": "{bg}" in fmt}
+    stated = {"shape", "color"} | {k for k, v in fields(first).items() if v}
+    if n_objects == 2:
+        stated |= {"shape2", "color2"} | {k + "2" for k, v in fields(further).items() if v and k != "bg"}
+    return frozenset(stated)
+
+
 def scene_captions(a: Mapping) -> list[str]:
     """The caption of every scene in a batch of attributes from sample_scene_attributes (its `template` and
     `variant` pick the wording)."""
