@@ -273,3 +273,22 @@ def test_fsq_and_lfq_agree_with_vector_quantize_pytorch():
     per_sample, batch = ours.entropies(z)
     torch.testing.assert_close(per_sample, breakdown.per_sample_entropy, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(batch, breakdown.batch_entropy, atol=1e-4, rtol=1e-4)
+
+
+def test_ema_statistics_checkpoint_with_the_state_dict():
+    q = ResidualVectorQuantizer(8, 4, num_quantizers=2)
+    for _ in range(3):
+        q(torch.randn(16, 4, 2, 2))
+    fresh = ResidualVectorQuantizer(8, 4, num_quantizers=2)
+    fresh.load_state_dict(q.state_dict())
+    q.eval(), fresh.eval()
+    z = torch.randn(4, 4, 2, 2)
+    assert torch.equal(q(z)[1], fresh(z)[1])
+
+
+def test_lfq_aux_loss_is_weighted_entropy_penalty_plus_commitment():
+    q = LFQ(3, entropy_weight=0.1, commitment_weight=0.25, temperature=0.5)
+    z = torch.randn(2, 3, 4, 4)
+    _, _, loss = q(z)
+    per_sample, batch = q.entropies(z)
+    torch.testing.assert_close(loss, 0.1 * (per_sample - batch) + 0.25 * ((z - z.sign()) ** 2).mean())

@@ -135,7 +135,7 @@ class VectorQuantizer(_Codebook):
 class EMAVectorQuantizer(_Codebook):
     """VQ with the codebook kept as exponential moving averages of the assigned counts N_k and sums m_k,
     e_k = m_k / N_k with Laplace-smoothed N_k (van den Oord et al. 2017, app. A.1; Razavi et al. 2019,
-    eqs. 2-4). Only the commitment loss beta ||z - sg[e]||^2 is returned. Updates happen in training mode
+    sec. 2.1). Only the commitment loss beta ||z - sg[e]||^2 is returned. Updates happen in training mode
     only, after the lookup (z_q uses the codebook before this step's update). A code unassigned for
     restart_after consecutive updates is re-initialised to a random encoder output of the current batch.
     With data_init the codebook starts as random encoder outputs of the first training batch.
@@ -181,11 +181,12 @@ class EMAVectorQuantizer(_Codebook):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(counts)
             torch.distributed.all_reduce(sums)
-        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)  # Razavi et al. eq. 2: N_k
-        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)  # eq. 3: m_k
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)  # app. A.1: N_k
+        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)  # app. A.1: m_k
         n = self.cluster_size.sum()
-        smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n  # Laplace smoothing
-        self.codebook.copy_(self.embed_sum / smoothed[:, None])  # eq. 4: e_k = m_k / N_k
+        # Laplace smoothing of N_k, so no code divides by zero (as in Sonnet's VectorQuantizerEMA)
+        smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
+        self.codebook.copy_(self.embed_sum / smoothed[:, None])  # app. A.1: e_k = m_k / N_k
         self.unused_steps.add_(1).masked_fill_(counts > 0, 0)
         dead = (self.unused_steps >= self.restart_after).nonzero().flatten()
         if dead.numel():
@@ -309,7 +310,7 @@ class LFQ(nn.Module):
     """Lookup-free quantization (MAGVIT-v2, Yu et al. 2023, sec. 3.1): each of the dim channels is quantized
     to sign(z) in {-1, +1}; the codebook is implicit, codebook_size = 2**dim, index = the binary number with
     bit 1 for +1 (channel 0 most significant). aux_loss = entropy_weight * (mean per-sample entropy - batch
-    entropy) (eq. 5) + commitment_weight * ||z - sg[z_q]||^2, with code probabilities
+    entropy) (sec. 3.1, entropy penalty) + commitment_weight * ||z - sg[z_q]||^2, with code probabilities
     softmax_k(-||z - c_k||^2 / temperature). For dim <= 12 both entropies are exact over all 2**dim codes;
     above, the per-sample entropy is still exact (it factorizes over channels) and the batch entropy is the
     sum of per-channel entropies, an upper bound. indices (B, H, W)."""
@@ -366,7 +367,7 @@ class LFQ(nn.Module):
         z_q = torch.where(z > 0, 1.0, -1.0).to(z.dtype)  # sec. 3.1: q(z_i) = sign(z_i)
         indices = ((z_q.detach() > 0).long() * self._bits.view(1, -1, 1, 1)).sum(1)
         per_sample, batch = self.entropies(z)
-        aux_loss = self.entropy_weight * (per_sample - batch)  # eq. 5: E[H(q(z))] - H(E[q(z)])
+        aux_loss = self.entropy_weight * (per_sample - batch)  # sec. 3.1 entropy penalty: E[H(q(z))] - H(E[q(z)])
         aux_loss = aux_loss + self.commitment_weight * F.mse_loss(z, z_q.detach())
         return _straight_through(z, z_q), indices, aux_loss
 
