@@ -111,7 +111,8 @@ def test_lu_invconv_logdet_is_hw_times_slogdet_of_w():
 
 def test_actnorm_data_dependent_init_gives_zero_mean_unit_variance_and_checkpoints():
     norm = ActNorm(3)
-    x = torch.randn(32, 3, 4, 4) * torch.tensor([0.1, 2.0, 5.0])[:, None, None] + torch.tensor([1.0, -3.0, 0.0])[:, None, None]
+    scale, shift = torch.tensor([0.1, 2.0, 5.0])[:, None, None], torch.tensor([1.0, -3.0, 0.0])[:, None, None]
+    x = torch.randn(32, 3, 4, 4) * scale + shift
     y, _ = norm(x)
     assert y.mean(dim=(0, 2, 3)).abs().max() < 1e-5
     assert (y.std(dim=(0, 2, 3), unbiased=False) - 1).abs().max() < 1e-4

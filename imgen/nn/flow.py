@@ -39,7 +39,8 @@ def dequantize_uniform(x: torch.Tensor, n_bins: int = 256, generator: torch.Gene
     k + u, u ~ U[0, 1), mapped to 2 (k + u) / n_bins - 1 in [-1, 1) (module docstring: the discretization)."""
     check_int(n_bins, "n_bins", minimum=2)
     k = torch.round((x.clamp(-1, 1) + 1) / 2 * (n_bins - 1))  # the integer level of each pixel
-    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device if generator is None else generator.device)
+    device = x.device if generator is None else generator.device
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=device)
     return 2 * (k + u.to(x.device)) / n_bins - 1  # x = (k + u) / n_bins, then affine [0, 1) -> [-1, 1)
 
 
