@@ -20,8 +20,10 @@ resumed to the preset's steps). train_seconds is the wall time of training, summ
 
 Time on this 2-core machine (OMP_NUM_THREADS=1, shared with other jobs):
   --quick   measured 3 min 0 s from scratch (2 x 300 training steps at ~0.28 s/step, 2 x 200 samples).
-  full      an estimate, not a full run: 5 presets x 1000 steps at ~0.28 s/step (the quick run's training, batch
-            128, 0.76M-param U-Net) is ~24 min of training, plus ~1 min of sampling (500 samples each): ~25 min.
+  full      measured 17 min 32 s from scratch (5 presets x 1000 steps at ~0.2 s/step, 500 samples each), when
+            digits-ddpm had 1000 steps; it now has 1500 (+~2.5 min). A rerun on the cache only evaluates (~40 s).
+            benchmarks/results/digits_presets.json: that run, digits-ddpm then resumed to 1500 steps (the constant LR
+            schedule makes the resumed run the same as one of 1500 steps; train_seconds sums both).
 Prints the JSON; without --quick also writes it to benchmarks/results/digits_presets.json (--json to change).
 """
 from __future__ import annotations
@@ -40,6 +42,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.svm import SVC
 
 import imgen
+from imgen.config import load_config
 from imgen.digits_check import digits_quality
 from imgen.presets import PRESETS, get_preset
 from imgen.train import train
@@ -60,6 +63,13 @@ def real_digits_accuracy(seed: int = 0) -> float:
     return float((SVC().fit(x_tr, y_tr).predict(x_te) == y_te).mean())
 
 
+def _agrees(wanted, saved) -> bool:
+    """Every setting of `wanted` is in `saved` with the same value (saved configs add resolved keys, e.g. image_size)."""
+    if isinstance(wanted, dict):
+        return isinstance(saved, dict) and all(k in saved and _agrees(v, saved[k]) for k, v in wanted.items())
+    return wanted == saved
+
+
 def train_cached(name: str, steps: int | None, out: Path) -> dict:
     """Train preset `name` into `out` (or reuse / resume it there); its training seconds, images/s and steps."""
     cfg = get_preset(name)
@@ -67,17 +77,22 @@ def train_cached(name: str, steps: int | None, out: Path) -> dict:
         cfg.train.steps = steps
         cfg.train.ckpt_every = min(cfg.train.ckpt_every, steps)
     state, record = out / "train_state.json", out / "wall_s.json"
+    if (out / "config.json").is_file():  # a cache from an older version of the preset would be measured silently
+        cached, wanted = load_config(out / "config.json").to_dict(), cfg.to_dict()
+        if not all(_agrees(wanted[k], cached[k]) for k in ("data", "net", "method")):
+            raise SystemExit(f"{out} holds a model of another {name} config (data/net/method differ from the "
+                             "preset's now); delete it or give another --out")
     done = state.is_file() and json.loads(state.read_text())["step"] >= cfg.train.steps
     before = json.loads(record.read_text())["wall_s"] if record.is_file() and state.is_file() else 0.0
     if not done:
         tic = time.perf_counter()
         train(cfg, out, progress=False)
-        out.joinpath("wall_s.json").write_text(json.dumps({"wall_s": before + time.perf_counter() - tic}) + "\n")
+        record.write_text(json.dumps({"wall_s": before + time.perf_counter() - tic}) + "\n")
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     wall = json.loads(record.read_text())["wall_s"] if record.is_file() else None
     return {"train_seconds": None if wall is None else round(wall, 1),
             "images_per_s": round(statistics.median(r["images_per_s"] for r in log), 1),
-            "steps": cfg.train.steps, "batch_size": cfg.data.batch_size}
+            "steps": json.loads(state.read_text())["step"], "batch_size": cfg.data.batch_size}
 
 
 def build_parser() -> argparse.ArgumentParser:
