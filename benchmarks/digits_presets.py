@@ -19,9 +19,9 @@ Trained models are cached in OUT/<name> (--quick: OUT/quick/<name>); a rerun onl
 resumed to the preset's steps). train_seconds is the wall time of training, summed over resumed runs.
 
 Time on this 2-core machine (OMP_NUM_THREADS=1, shared with other jobs):
-  --quick   measured 3 min 0 s from scratch (2 x 300 training steps at ~0.28 s/step, 2 x 200 samples).
+  --quick   measured 3 min 0 s from scratch (2 x 300 training steps at ~0.28 s/step, 2 x 200 samples), 13 s cached.
   full      measured 17 min 32 s from scratch (5 presets x 1000 steps at ~0.2 s/step, 500 samples each), when
-            digits-ddpm had 1000 steps; it now has 1500 (+~2.5 min). A rerun on the cache only evaluates (~40 s).
+            digits-ddpm had 1000 steps; it now has 1500 (+~2.5 min). A rerun on the cache only evaluates (55 s).
             benchmarks/results/digits_presets.json: that run, digits-ddpm then resumed to 1500 steps (the constant LR
             schedule makes the resumed run the same as one of 1500 steps; train_seconds sums both).
 Prints the JSON; without --quick also writes it to benchmarks/results/digits_presets.json (--json to change).
