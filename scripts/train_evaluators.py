@@ -1,10 +1,10 @@
 """Train imgen's evaluator networks on the built-in data and write them, with a card, to
 imgen/pretrained/evaluators/<name>/{model.safetensors, config.json, CARD.md}.
 
-    python scripts/train_evaluators.py                  # both (a few minutes on 2 CPU cores)
+    python scripts/train_evaluators.py                  # all three (a quarter of an hour on 2 CPU cores)
     python scripts/train_evaluators.py --which digits   # just one
 
-Both train with imgen's Trainer (net "evaluator", method "attribute_classifier") into --work/<name>/, a model
+All train with imgen's Trainer (net "evaluator", method "attribute_classifier") into --work/<name>/, a model
 directory that a rerun resumes; the shipped folder holds the trained weights and a card.
 
 digits-eval: 8x8 digit classifier, trained on digits split="train", held-out accuracy on split="test".
@@ -12,6 +12,10 @@ shapes-eval: attribute classifier for single-object shapes scenes (shape, color,
 fresh stream of split="all" scenes: it is a measuring instrument, so it must read the held-out shape/colour
 pairs that text-to-image models are tested on. Accuracy is measured on unseen split="heldout" scenes (a separate
 seed; every main object has a held-out pair) and on unseen split="train" scenes.
+shapes-cells: reads every cell of the 3x3 grid of a one- or two-object scene: what it holds (a shape or EMPTY),
+the colour and size of that object (losses only on occupied cells), and the background; trained on a fresh stream
+of split="all" scenes with 1-2 objects, tested on unseen split="heldout" two-object scenes and unseen split="all"
+scenes (other seeds). imgen.metrics.adherence reads two-object prompts with it.
 """
 from __future__ import annotations
 
@@ -29,23 +33,29 @@ sys.path.insert(0, str(ROOT))
 
 from imgen.config import Config, DataConfig, MethodConfig, NetConfig, TrainConfig  # noqa: E402
 from imgen.data import load_dataset  # noqa: E402
-from imgen.data.shapes import BACKGROUND_NAMES, COLOR_NAMES, POSITION_LABELS, SHAPES, SIZES  # noqa: E402
+from imgen.data.shapes import (BACKGROUND_NAMES, COLOR_NAMES, POSITION_LABELS, SHAPES, SIZES,  # noqa: E402
+                               cell_attributes)
 from imgen.metrics.evaluators import EVALUATOR_DIR, save_evaluator  # noqa: E402
 from imgen.train import Trainer  # noqa: E402
 
 SHAPES_HEADS = {"shape": list(SHAPES), "color": list(COLOR_NAMES), "size": list(SIZES),
                 "pos": list(POSITION_LABELS), "bg": list(BACKGROUND_NAMES)}
+CELLS_HEADS = {"cell_shape": list(SHAPES) + ["empty"], "cell_color": list(COLOR_NAMES), "cell_size": list(SIZES),
+               "bg": list(BACKGROUND_NAMES)}  # cell heads read all 9 cells (slots in POSITION_LABELS order)
 
 
 @torch.no_grad()
 def accuracy(net, images, labels: dict[str, torch.Tensor], batch: int = 512) -> dict[str, float]:
+    """Fraction of labels read right per head, over the labels that are not -1 (every cell for a per-cell head)."""
     net.eval()
-    correct = {k: 0 for k in labels}
+    correct, total = {k: 0 for k in labels}, {k: 0 for k in labels}
     for i in range(0, len(images), batch):
         out = net(images[i:i + batch])
         for k in labels:
-            correct[k] += int((out[k].argmax(1) == labels[k][i:i + batch]).sum())
-    return {k: c / len(images) for k, c in correct.items()}
+            y = labels[k][i:i + batch]
+            correct[k] += int(((out[k].argmax(1) == y) & (y != -1)).sum())
+            total[k] += int((y != -1).sum())
+    return {k: correct[k] / total[k] for k in labels}
 
 
 def evaluator_config(data: DataConfig, net: dict, method: dict, steps: int, lr: float, weight_decay: float,
@@ -102,13 +112,44 @@ def train_shapes(steps: int, seed: int, work: Path, progress: bool = True, batch
     return net, meta
 
 
+def train_cells(steps: int, seed: int, work: Path, progress: bool = True, batch: int = 128) -> tuple:
+    heads = {k: [len(v), len(POSITION_LABELS)] if k.startswith("cell_") else len(v) for k, v in CELLS_HEADS.items()}
+    net_opts = {"widths": [16, 32, 32, 64], "strides": [1, 2, 1, 2], "feature_dim": 256, "heads": heads}  # 8x8 map
+    stream = DataConfig("shapes", {"n": 10 ** 12, "split": "all", "max_objects": 2, "seed": seed + 3, "cells": True},
+                        batch_size=batch)  # a fresh stream of 1-2 object scenes, every step new ones
+    config = evaluator_config(stream, net_opts, {"heads": list(heads), "noise": 0.03}, steps, 3e-3, 1e-4, seed)
+    net = fit(config, work, "shapes-cells", progress)
+    acc = {}
+    for name, split, s in (("heldout_accuracy", "heldout", seed + 1003), ("all_pairs_accuracy", "all", seed + 2003)):
+        test = load_dataset("shapes", n=2000, split=split, max_objects=2, seed=s).get(np.arange(2000))
+        if split == "heldout":  # two-object scenes only: the adherence metric's case
+            two = np.flatnonzero(test["attrs"]["n_objects"].numpy() == 2)
+            test = {"image": test["image"][two], "attrs": {k: v[two] for k, v in test["attrs"].items()}}
+        a = {k: v.numpy() for k, v in test["attrs"].items()}
+        labels = {"bg": test["attrs"]["bg"], **{k: torch.from_numpy(v) for k, v in cell_attributes(a).items()}}
+        acc[name] = accuracy(net, test["image"], labels)
+    meta = {"name": "shapes-cells", "value_names": CELLS_HEADS, "is_head": "bg", "slots": list(POSITION_LABELS),
+            "train_data": f"shapes split=all max_objects=2 (1-2 objects), a fresh stream ({steps * batch} scenes, "
+                          f"seed {seed + 3})",
+            "heldout_data": f"unseen shapes split=heldout two-object scenes (those among 2000, seed {seed + 1003}; the "
+                            "main object has a held-out shape/colour pair); second column: unseen split=all 1-2 "
+                            f"object scenes (2000, seed {seed + 2003}). cell_shape is over all 9 cells (empty "
+                            "included), cell_color and cell_size over occupied cells",
+            **acc, "steps": steps, "seed": seed,
+            "note": "\nReads every cell of the 3x3 grid: heads cell_shape (5 shapes + empty), cell_color and cell_size "
+                    "give (N, classes, 9) logits, one slot per grid cell in POSITION_LABELS order.\n"}
+    return net, meta
+
+
 def write_card(folder: Path, net, meta: dict, command: str, seconds: float) -> None:
     n_params = sum(p.numel() for p in net.parameters())
     size_kb = (folder / "model.safetensors").stat().st_size / 1024
-    extra = meta.get("train_pairs_accuracy", {})
+    column = {"train_pairs_accuracy": "unseen split=train scenes", "all_pairs_accuracy": "unseen split=all scenes"}
+    second = next((k for k in column if k in meta), None)  # the card's second column, if any
+    extra = meta.get(second, {})
     acc = "\n".join(f"| {k} | {v * 100:.2f}% |" + (f" {extra[k] * 100:.2f}% |" if extra else "")
                     for k, v in meta["heldout_accuracy"].items())
-    header = "| head | held-out accuracy |" + (" unseen split=train scenes |" if extra else "")
+    header = "| head | held-out accuracy |" + (f" {column[second]} |" if extra else "")
     rule = "|---|---|" + ("---|" if extra else "")
     cfg = net.cfg
     (folder / "CARD.md").write_text(f"""# {meta['name']}
@@ -134,10 +175,11 @@ These numbers are not comparable with Inception-based FID.
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--which", default="digits,shapes", help="comma list of: digits, shapes")
+    p.add_argument("--which", default="digits,shapes,cells", help="comma list of: digits, shapes, cells")
     p.add_argument("--out", default=str(EVALUATOR_DIR), help="folder that receives <name>/")
     p.add_argument("--digits-steps", type=int, default=3000)
     p.add_argument("--shapes-steps", type=int, default=1500)
+    p.add_argument("--cells-steps", type=int, default=1800)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="runs/evaluators", help="folder of the training runs (model directories; "
@@ -151,8 +193,10 @@ def main(argv=None) -> int:
             net, meta = train_digits(args.digits_steps, args.seed, Path(args.work))
         elif which == "shapes":
             net, meta = train_shapes(args.shapes_steps, args.seed, Path(args.work))
+        elif which == "cells":
+            net, meta = train_cells(args.cells_steps, args.seed, Path(args.work))
         else:
-            p.error(f"unknown evaluator {which!r}; use digits and/or shapes")
+            p.error(f"unknown evaluator {which!r}; use digits, shapes and/or cells")
         folder = save_evaluator(net, Path(args.out) / meta["name"], {**meta, "command": command.strip()})
         write_card(folder, net, meta, command.strip(), time.time() - t0)
         print(json.dumps({"name": meta["name"], "heldout_accuracy": meta["heldout_accuracy"],

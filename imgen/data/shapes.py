@@ -195,6 +195,27 @@ def scene_captions(a: Mapping) -> list[str]:
             for i in range(len(a["shape"]))]
 
 
+# ---- per-cell targets ----
+EMPTY = len(SHAPES)  # cell_shape class of a grid cell that holds no object
+CELL_ATTRIBUTES = ("cell_shape", "cell_color", "cell_size")
+
+
+def cell_attributes(a: Mapping) -> dict[str, np.ndarray]:
+    """What each of the 9 grid cells holds, from scene attributes: cell_shape (B, 9) the shape id of the object in
+    the cell or EMPTY; cell_color, cell_size (B, 9) its colour and size ids, -1 in an empty cell (a loss ignores
+    them). The objects of a scene never share a cell, so each cell holds at most one."""
+    b = len(a["shape"])
+    out = {"cell_shape": np.full((b, len(POSITIONS)), EMPTY, np.int64)}
+    out["cell_color"], out["cell_size"] = np.full_like(out["cell_shape"], -1), np.full_like(out["cell_shape"], -1)
+    n_objects = np.asarray(a.get("n_objects", np.ones(b, np.int64)))
+    for suffix, j in (("", 1), ("2", 2)):
+        rows = np.flatnonzero(n_objects >= j)
+        pos = np.asarray(a["pos" + suffix])[rows]
+        for k in ("shape", "color", "size"):
+            out["cell_" + k][rows, pos] = np.asarray(a[k + suffix])[rows]
+    return out
+
+
 # ---- rendering ----
 def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Boolean mask of one shape in local coordinates (units of the object radius, v pointing down)."""
@@ -286,7 +307,8 @@ class ShapesDataset:
     num_classes = len(SHAPES)  # `label` is the main object's shape
 
     def __init__(self, n: int = 10000, image_size: int = 32, seed: int = 0, split: str = "train",
-                 max_objects: int = 2, templates: str | None = None, supersample: int = 4, twins: bool = False):
+                 max_objects: int = 2, templates: str | None = None, supersample: int = 4, twins: bool = False,
+                 cells: bool = False):
         self.image_size = check_image_size(image_size, "shapes")
         if self.image_size is None or self.image_size < 12:
             raise ImgenError(f"shapes: image_size={image_size} is too small to tell shapes apart; use >= 12 (16 or 32)")
@@ -298,7 +320,10 @@ class ShapesDataset:
             raise ImgenError(f"shapes: supersample must be an integer in [1, 16], got {supersample!r}")
         if not isinstance(twins, bool):
             raise ImgenError(f"shapes: twins must be true or false, got {twins!r}")
+        if not isinstance(cells, bool) or (cells and twins):
+            raise ImgenError(f"shapes: cells must be true or false and not combined with twins, got {cells!r}")
         self.n, self.seed, self.supersample, self.twins = int(n), int(seed), int(supersample), twins
+        self.cells = cells  # attrs also hold the per-cell targets (cell_attributes), (B, 9) each
         self.class_names = list(SHAPES)
 
     def __len__(self) -> int:
@@ -331,6 +356,8 @@ class ShapesDataset:
         image = render_scenes(a, self.image_size, a["offset"], self.supersample)
         captions = scene_captions(a)
         attrs = {k: torch.from_numpy(a[k]) for k in ATTRIBUTES}
+        if self.cells:
+            attrs.update({k: torch.from_numpy(v) for k, v in cell_attributes(a).items()})
         return {"image": image, "label": attrs["shape"].clone(), "caption": captions, "attrs": attrs}
 
 

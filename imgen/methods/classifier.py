@@ -63,7 +63,9 @@ def random_shift(x: torch.Tensor, max_shift: int, generator=None) -> torch.Tenso
 class AttributeClassifierMethod:
     """loss(net, batch) for a multi-head classifier net(x) -> {head: logits} (imgen's evaluator nets): the sum over
     `heads` of the cross-entropy against batch["label"] (head "label") or batch["attrs"][head], on images shifted
-    by up to `max_shift` pixels plus Gaussian noise of std `noise` (augmentations)."""
+    by up to `max_shift` pixels plus Gaussian noise of std `noise` (augmentations). A target of -1 is ignored (an
+    attribute the item does not have, e.g. the colour of an empty grid cell); a head with slots takes (B, slots)
+    targets. `max_shift` moves objects across cell borders: keep it 0 for heads that read positions."""
 
     def __init__(self, heads: list | None = None, label_smoothing: float = 0.0, max_shift: int = 0, noise: float = 0.0):
         self.heads = list(heads or ["label"])
@@ -85,7 +87,7 @@ class AttributeClassifierMethod:
         if self.noise:
             x = x + self.noise * torch.randn(x.shape, generator=generator)
         out = net(x)
-        return sum(F.cross_entropy(out[k], y, label_smoothing=self.label_smoothing)
+        return sum(F.cross_entropy(out[k], y, ignore_index=-1, label_smoothing=self.label_smoothing)
                    for k, y in self.targets(batch).items())
 
     def denoiser(self, net):

@@ -1,9 +1,13 @@
 """Prompt adherence of a text-to-image model on the shapes world, measured exactly.
 
-Prompts describe one object whose (shape, colour) pair is held out of split="train" (HELDOUT_PAIRS), written with
-the held-out caption templates; the shapes evaluator (imgen's `shapes-eval` net, 100% on real held-out scenes)
-reads shape, colour, position, size and background of each generated image and they are compared with the
-attributes the prompt states (a template that names no background leaves the background free).
+Prompts describe one object (or, with max_objects=2, two objects) whose main (shape, colour) pair is held out of
+split="train" (HELDOUT_PAIRS), written with the held-out caption templates, and are compared with what an
+evaluator net reads in each generated image, over the attributes the prompt states (a template that names no
+background leaves the background free):
+- one object: `shapes-eval` (100% on real held-out scenes) reads shape, colour, position, size and background;
+- two objects: `shapes-cells` (>= 99% per attribute on real held-out scenes) reads every cell of the 3x3 grid, so
+  each object is read in the cell its prompt puts it in: object 1 at `pos`, object 2 at `pos2`, and a colour
+  swapped between the two objects (an attribute-binding failure) counts as wrong.
 `adherence(model, n=...)` returns the rates; `adherence_prompts` the prompts and truths.
 """
 from __future__ import annotations
@@ -11,27 +15,51 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from imgen.data.shapes import sample_scene_attributes, scene_captions, stated_attributes
+from imgen.data.shapes import EMPTY, sample_scene_attributes, scene_captions, stated_attributes
 from imgen.errors import ImgenError
 
 HELDOUT_SEED = 1_000_003  # a stream no training run uses
-READ = ("shape", "color", "pos", "size", "bg")
+READ = ("shape", "color", "pos", "size", "bg")  # what one-object scoring reads (shapes-eval)
+READ2 = READ + ("shape2", "color2", "pos2", "size2")  # two-object scoring (shapes-cells)
 
 
-def adherence_prompts(n: int, seed: int = HELDOUT_SEED, split: str = "heldout",
-                      templates: str = "heldout") -> tuple[list[str], dict[str, np.ndarray]]:
-    """n one-object prompts (held-out (shape, colour) pairs and templates by default) and their attributes, with
-    `stated` (n, len(READ)) bool: which attributes each prompt names."""
-    a = sample_scene_attributes(seed, np.arange(n), split, max_objects=1, templates=templates)
-    stated = np.array([[k in stated_attributes(int(t)) for k in READ] for t in a["template"]], dtype=bool)
-    return scene_captions(a), {**{k: a[k] for k in READ}, "stated": stated}
+def adherence_scenes(n: int, seed: int = HELDOUT_SEED, split: str = "heldout", templates: str = "heldout",
+                     max_objects: int = 1) -> dict[str, np.ndarray]:
+    """The attributes (sample_scene_attributes) of the n adherence scenes: items 0..n-1 of the stream `seed` with
+    max_objects=1; with max_objects=2 the first n two-object items of the stream (every prompt names two)."""
+    if max_objects == 1:
+        return sample_scene_attributes(seed, np.arange(n), split, max_objects=1, templates=templates)
+    if max_objects != 2:
+        raise ImgenError(f"adherence prompts have 1 or 2 objects, got max_objects={max_objects!r}")
+    pool = 2 * n + 64
+    while True:  # about half the stream's items have two objects
+        a = sample_scene_attributes(seed, np.arange(pool), split, max_objects=2, templates=templates)
+        two = np.flatnonzero(a["n_objects"] == 2)
+        if len(two) >= n:
+            return {k: v[two[:n]] for k, v in a.items()}
+        pool *= 2
+
+
+def adherence_prompts(n: int, seed: int = HELDOUT_SEED, split: str = "heldout", templates: str = "heldout",
+                      max_objects: int = 1) -> tuple[list[str], dict[str, np.ndarray]]:
+    """n prompts (held-out main (shape, colour) pairs and templates by default) and their attributes, with
+    `stated` (n, len(READ)) bool: which attributes each prompt names. max_objects=2 gives n two-object prompts
+    (not a mix: the one-object case is max_objects=1) with READ2 attributes and `stated` (n, len(READ2))."""
+    a = adherence_scenes(n, seed, split, templates, max_objects)
+    keys = READ if max_objects == 1 else READ2
+    stated = np.array([[k in stated_attributes(int(t), max_objects) for k in keys] for t in a["template"]],
+                      dtype=bool)
+    return scene_captions(a), {**{k: a[k] for k in keys}, "stated": stated}
 
 
 def score_images(images: torch.Tensor, truth: dict[str, np.ndarray], evaluator=None) -> dict[str, float]:
     """Rates at which the evaluator reads each attribute as the prompt says, over the prompts that state it (an
     attribute a prompt leaves out is free; truth["stated"] from adherence_prompts says which, and without it
     every attribute counts), plus shape_color (both right), all3 (shape, colour and position right) and
-    all_stated (every attribute the prompt states right). An attribute no prompt states is left out."""
+    all_stated (every attribute the prompt states right). An attribute no prompt states is left out.
+    Two-object truths (with shape2, from adherence_prompts(max_objects=2)) are scored by score_two_objects."""
+    if "shape2" in truth:
+        return score_two_objects(images, truth, evaluator)
     from imgen.metrics.evaluators import load_evaluator
 
     ev = evaluator or load_evaluator("shapes-eval")
@@ -47,13 +75,50 @@ def score_images(images: torch.Tensor, truth: dict[str, np.ndarray], evaluator=N
     return out
 
 
+def score_two_objects(images: torch.Tensor, truth: dict[str, np.ndarray], evaluator=None) -> dict[str, float]:
+    """Two-object adherence: the `shapes-cells` evaluator reads the cell each object's prompt puts it in (object 1
+    at pos, object 2 at pos2) and its shape, colour and size there are compared with the prompt's; pos / pos2 is
+    right when that cell holds an object. Rates over the prompts that state each attribute (object 1: shape,
+    color, size, pos; object 2: shape2, color2, size2, pos2; bg), plus n_objects (exactly two cells occupied),
+    two_objects (both objects fully right: every stated attribute of each) and all_stated (two_objects and the
+    background where stated). Every prompt must state both positions (all caption templates do)."""
+    from imgen.metrics.evaluators import load_evaluator
+
+    ev = evaluator or load_evaluator("shapes-cells")
+    pred = {k: v.numpy() for k, v in ev.predict(images).items()}  # cell_*: (N, 9), bg: (N,)
+    n = len(images)
+    stated = np.asarray(truth.get("stated", np.ones((n, len(READ2)), dtype=bool)))
+    stated = {k: stated[:, READ2.index(k)] for k in READ2}
+    if not (stated["pos"].all() and stated["pos2"].all()):
+        raise ImgenError("two-object adherence reads each object in the cell its prompt names: every prompt must "
+                         "state pos and pos2")
+    rows = np.arange(n)
+    hit = {"bg": pred["bg"] == np.asarray(truth["bg"])}
+    for s in ("", "2"):
+        cell = np.asarray(truth["pos" + s])
+        hit["pos" + s] = pred["cell_shape"][rows, cell] != EMPTY
+        for k in ("shape", "color", "size"):
+            hit[k + s] = pred["cell_" + k][rows, cell] == np.asarray(truth[k + s])
+    out = {k: float(hit[k][stated[k]].mean()) for k in READ2 if stated[k].any()}
+    out["n_objects"] = float(((pred["cell_shape"] != EMPTY).sum(1) == 2).mean())
+    def object_right(s: str) -> np.ndarray:  # every stated attribute of object 1 (s="") or 2 (s="2")
+        return np.logical_and.reduce([hit[k + s] | ~stated[k + s] for k in ("shape", "color", "size", "pos")])
+
+    both = object_right("") & object_right("2")
+    out["two_objects"] = float(both.mean())
+    out["all_stated"] = float((both & (hit["bg"] | ~stated["bg"])).mean())
+    return out
+
+
 def adherence(model, n: int = 200, batch: int = 100, seed: int = 0, prompt_seed: int = HELDOUT_SEED,
-              split: str = "heldout", templates: str = "heldout", **sample_kwargs) -> dict[str, float]:
+              split: str = "heldout", templates: str = "heldout", max_objects: int = 1,
+              **sample_kwargs) -> dict[str, float]:
     """Adherence rates of `model` (an imgen.Model that is text-conditional) on n held-out prompts, one image
-    each; `sample_kwargs` (sampler, steps, cfg, ...) go to model.generate."""
+    each (max_objects=2: n two-object prompts, scored by score_two_objects); `sample_kwargs` (sampler, steps,
+    cfg, ...) go to model.generate."""
     if n < 1:
         raise ImgenError(f"adherence needs n >= 1 prompts, got {n}")
-    prompts, truth = adherence_prompts(n, prompt_seed, split, templates)
+    prompts, truth = adherence_prompts(n, prompt_seed, split, templates, max_objects)
     images = torch.cat([model.generate(prompts[i:i + batch], seed=seed + i, **sample_kwargs)
                         for i in range(0, n, batch)])
     return score_images(images, truth)

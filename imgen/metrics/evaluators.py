@@ -18,7 +18,7 @@ from imgen.images import adapt_images
 from imgen.nn.classifier import ClassifierConfig, EvaluatorClassifier
 
 EVALUATOR_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "evaluators"
-EVALUATORS = ("digits-eval", "shapes-eval")
+EVALUATORS = ("digits-eval", "shapes-eval", "shapes-cells")
 
 
 class Evaluator:
@@ -46,10 +46,11 @@ class Evaluator:
     @torch.no_grad()
     def features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         feats = self.net.features(self.prepare(images))
-        return feats, {name: head(feats) for name, head in self.net.heads.items()}
+        return feats, self.net.head_logits(feats)
 
     def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """dict attribute -> (N,) int64 predicted class index (names in `value_names[attribute]`)."""
+        """dict attribute -> (N,) int64 predicted class index (names in `value_names[attribute]`); (N, slots)
+        for a head that reads several slots (shapes-cells: one per grid cell)."""
         return {k: v.argmax(1) for k, v in self.logits(images).items()}
 
     @torch.no_grad()

@@ -1,9 +1,11 @@
 """Evaluator networks: small CNN classifiers whose penultimate features define imgen's own feature spaces
 (`digits-eval`, `shapes-eval`) for FID/KID/precision-recall, and whose conv maps feed the perceptual distance.
 
-One module serves both: a stack of 3x3 conv layers, a feature layer, and one linear head per predicted attribute
-(digits: {"label": 10}; shapes: {"shape": .., "color": .., ...}). Inputs must already be at the net's native
-size and channel count; imgen.metrics.evaluators adapts other images.
+One module serves all: a stack of 3x3 conv layers, a feature layer, and one linear head per predicted attribute
+(digits: {"label": 10}; shapes: {"shape": .., "color": .., ...}). A head given as [classes, slots] reads
+`slots` things at once (shapes-cells: {"cell_shape": [6, 9], ...}, one prediction per grid cell) and gives
+(N, classes, slots) logits, the layout F.cross_entropy takes with (N, slots) targets. Inputs must already be at
+the net's native size and channel count; imgen.metrics.evaluators adapts other images.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ class ClassifierConfig:
     widths: tuple[int, ...] = (32, 64, 64)  # one 3x3 conv + GroupNorm + SiLU per entry
     strides: tuple[int, ...] = (1, 1, 2)  # its stride (2 halves the size)
     feature_dim: int = 128
-    heads: dict[str, int] = field(default_factory=lambda: {"label": 10})
+    heads: dict[str, int | list[int]] = field(default_factory=lambda: {"label": 10})  # n or [n, slots]
     dropout: float = 0.1
 
     def to_dict(self) -> dict:
@@ -59,7 +61,9 @@ class EvaluatorClassifier(nn.Module):
             side = (side - 1) // s + 1
         self.to_features = nn.Linear(cfg.widths[-1] * side * side, cfg.feature_dim)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.heads = nn.ModuleDict({name: nn.Linear(cfg.feature_dim, n) for name, n in cfg.heads.items()})
+        self.slots = {name: (n[1] if isinstance(n, (list, tuple)) else None) for name, n in cfg.heads.items()}
+        self.heads = nn.ModuleDict({name: nn.Linear(cfg.feature_dim, n[0] * n[1] if isinstance(n, (list, tuple)) else n)
+                                    for name, n in cfg.heads.items()})
 
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Activations after each conv layer, (N, C_i, H_i, W_i)."""
@@ -73,9 +77,13 @@ class EvaluatorClassifier(nn.Module):
         """(N, feature_dim) penultimate features: the evaluator feature space."""
         return F.silu(self.to_features(self.feature_maps(x)[-1].flatten(1)))
 
+    def head_logits(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits of every head from (N, feature_dim) features: (N, classes), or (N, classes, slots)."""
+        return {name: head(h) if self.slots[name] is None else head(h).view(len(h), -1, self.slots[name])
+                for name, head in self.heads.items()}
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.dropout(self.features(x))
-        return {name: head(h) for name, head in self.heads.items()}
+        return self.head_logits(self.dropout(self.features(x)))
 
 
 def digits_classifier() -> EvaluatorClassifier:
