@@ -151,6 +151,39 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_latent(args) -> int:
+    """imgen latent grid|interpolate: pictures of an autoencoder's / VAE's latent space (imgen.apps.latent)."""
+    from imgen.apps.latent import MODES, interpolate, latent_grid
+    from imgen.data import load_dataset
+    from imgen.images import save_grid, to_pil
+    from imgen.model import load
+
+    if Path(args.out).suffix.lower() != ".png":
+        raise ImgenError(f"--out must be a .png path, got {args.out!r}")
+    output_file(args.out)
+    if args.action == "grid":
+        if args.n < 2:
+            raise ImgenError(f"--n must be >= 2 (grid points per axis), got {args.n}")
+        img = to_pil(latent_grid(load(args.model_dir), n=args.n)[None])[0]
+        img.resize((img.width * args.scale, img.height * args.scale)).save(args.out)
+        print(f"wrote the {args.n}x{args.n} latent grid to {args.out}")
+        return 0
+    if args.mode not in MODES:
+        raise ImgenError(f"--mode must be one of {', '.join(MODES)}, got {args.mode!r}")
+    if args.steps < 2:
+        raise ImgenError(f"--steps must be >= 2, got {args.steps}")
+    model = load(args.model_dir)
+    data = load_dataset(model.config.data.name, **model.config.data.options)
+    for name, i in (("--a", args.a), ("--b", args.b)):
+        if not 0 <= i < len(data):
+            raise ImgenError(f"{name} must be an image index in 0..{len(data) - 1} of the model's dataset, got {i}")
+    x = data.get([args.a, args.b])["image"]
+    frames = interpolate(model, x[:1], x[1:], steps=args.steps, mode=args.mode)
+    save_grid(frames, args.out, nrow=args.steps, scale=args.scale)
+    print(f"wrote {args.steps} {args.mode} interpolation frames to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imgen", description="Train, sample and evaluate image generators on a CPU.")
     p.add_argument("--version", action="version", version=f"imgen {__version__}")
@@ -204,6 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("latent", help="latent-space pictures of an autoencoder or VAE: grid, interpolate")
+    s.add_argument("action", choices=["grid", "interpolate"],
+                   help="grid: decode a grid of a 2-D latent; interpolate: between two images of the model's data")
+    s.add_argument("model_dir")
+    s.add_argument("--out", required=True, help="a .png path")
+    s.add_argument("--n", type=int, default=15, help="grid: points per axis")
+    s.add_argument("--a", type=int, default=0, help="interpolate: index of the first image in the model's dataset")
+    s.add_argument("--b", type=int, default=1, help="interpolate: index of the second image")
+    s.add_argument("--steps", type=int, default=8, help="interpolate: frames, both ends included")
+    s.add_argument("--mode", default="linear", help="interpolate: linear or slerp")
+    s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the PNG")
+    s.set_defaults(fn=cmd_latent)
 
     s = sub.add_parser("eval", help="FID, KID, IS, precision/recall ... of generated images against a reference")
     add_eval_arguments(s)

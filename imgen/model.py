@@ -138,6 +138,50 @@ class Model:
             guide = lambda den: clip_guidance(den, clip, texts, clip_scale, decode)  # noqa: E731
         return self.sample(count, cond=cond, negative=neg, guide=guide, **kwargs)
 
+    # ---- autoencoders and VAEs (nets with encode/decode; methods vae and kl_autoencoder) -----------------------
+    def _autoencoder_input(self, x, what: str) -> torch.Tensor:
+        if not hasattr(self.net, "encode") or not hasattr(self.net, "decode"):
+            raise ImgenError(f"{what} needs an autoencoder or VAE model; this is a {self.config.net.name!r} net "
+                             f"(method {self.config.method.name!r})")
+        x = torch.as_tensor(x, dtype=torch.float32).to(self.device)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.shape:
+            raise ImgenError(f"{what} expects images shaped (B, {', '.join(map(str, self.shape))}) in [-1, 1], "
+                             f"got {tuple(x.shape)}")
+        return x
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, logvar: bool = False):
+        """The posterior mean of q(z | x) for images (B, C, H, W); with logvar=True the pair (mean, logvar)."""
+        q = self.net.encode(self._autoencoder_input(x, "encode"))
+        return (q.mean, q.logvar) if logvar else q.mean
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (B, *latent shape) -> images (B, C, H, W) in [-1, 1] (the decoder's mean)."""
+        if not hasattr(self.net, "decode"):
+            raise ImgenError(f"decode needs an autoencoder or VAE model; this is a {self.config.net.name!r} net")
+        return self.net.decode(torch.as_tensor(z, dtype=torch.float32).to(self.device)).clamp(-1, 1)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """decode(encode(x)): images through the posterior mean."""
+        return self.decode(self.encode(x))
+
+    def _bound(self, name: str):
+        if not hasattr(self.method, name):
+            raise ImgenError(f"{name} is a VAE's likelihood bound; this model's method is {self.config.method.name!r}")
+        return getattr(self.method, name)
+
+    def elbo(self, x: torch.Tensor, seed: int = 0, samples: int = 1) -> torch.Tensor:
+        """The ELBO of each image in nats, (B,) (imgen.methods.vae; bits/dim: imgen.metrics.discrete_bits_per_dim)."""
+        fn = self._bound("elbo")
+        return fn(self.net, self._autoencoder_input(x, "elbo"), torch.Generator().manual_seed(seed), samples)
+
+    def iwae(self, x: torch.Tensor, k: int = 64, seed: int = 0) -> torch.Tensor:
+        """The importance-weighted bound (Burda et al. 2016, eq. 8) of each image in nats, (B,), k samples."""
+        fn = self._bound("iwae")
+        return fn(self.net, self._autoencoder_input(x, "iwae"), k, torch.Generator().manual_seed(seed))
+
+
 
 def load(path: str | Path, device: str = "cpu", weights: str = "ema") -> Model:
     """Load a model directory written by `imgen train` (EMA weights by default), or a shipped model by name

@@ -8,11 +8,13 @@ from imgen.methods.denoising import DENOISING_METHODS
 from imgen.methods.distill import progressive_distillation
 from imgen.methods.latent import latent
 from imgen.methods.unclip import unclip_decoder, unclip_prior
+from imgen.methods.vae import vae
 
 METHODS = dict(DENOISING_METHODS)  # ddpm, flow_matching, ncsn, edm, reflow
 METHODS.update(progressive_distillation=progressive_distillation)  # few-step family
 METHODS.update(cold=cold)  # off the Gaussian path: samples with its own Algorithms 1-2
 METHODS.update(kl_autoencoder=kl_autoencoder, latent=latent)  # latent models (LDM)
+METHODS["vae"] = vae  # VAE, beta-VAE, plain AE (beta = 0)
 METHODS["attribute_classifier"] = attribute_classifier  # imgen's evaluator nets (scripts/train_evaluators.py)
 METHODS.update(clip=clip_method, unclip_prior=unclip_prior, unclip_decoder=unclip_decoder)  # CLIP and unCLIP stages
 

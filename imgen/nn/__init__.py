@@ -8,7 +8,7 @@ from pathlib import Path
 from imgen.checkpoint import load_tensors
 from imgen.config import Config, load_config
 from imgen.errors import ImgenError
-from imgen.nn.autoencoder import AutoencoderKL
+from imgen.nn.autoencoder import VAE, AutoencoderKL
 from imgen.nn.classifier import evaluator_net
 from imgen.nn.clip import clip_net
 from imgen.nn.dit import DiT, dit_s, dit_tiny
@@ -21,6 +21,7 @@ from imgen.nn.unet import UNet, unet_small, unet_tiny
 NETS = {"unet": UNet, "dit": DiT, "mlp": MLPDenoiser, "text2img": TextToImageNet}
 NETS["autoencoder"] = AutoencoderKL  # LDM KL autoencoder (imgen.methods.autoencoder trains it)
 NETS.update(clip=clip_net, prior=PriorTransformer)  # CLIP (imgen.methods.clip) and the unCLIP prior
+NETS["vae"] = VAE  # VAE / beta-VAE encoder-decoder (method vae)
 NETS["evaluator"] = evaluator_net  # imgen's evaluator classifiers (method attribute_classifier)
 
 

@@ -117,3 +117,49 @@ class AutoencoderKL(ConfigMixin, nn.Module):
         """(reconstruction, posterior) of x, decoding a posterior sample."""
         posterior = self.encode(x)
         return self.decode(posterior.sample(generator)), posterior
+
+
+class VAE(ConfigMixin, nn.Module):
+    """The VAE's encoder/decoder pair (Kingma & Welling 2014, sec. 3 and app. C): AutoencoderKL's conv stacks with,
+    when `latent_dim` is set, a linear map between the (latent_channels, h, w) map and a vector latent of
+    `latent_dim` (2 for the classic embedding pictures); latent_dim=None keeps AutoencoderKL's latent map.
+    The decoder's observation noise is one learned scalar `log_sigma` (the scale of p(x | z); the likelihood itself
+    lives in imgen.methods.vae)."""
+
+    name = "vae"
+
+    def __init__(self, in_channels: int, image_size: int, latent_dim: int | None = 16, latent_channels: int = 4,
+                 base_channels: int = 32, channel_mults=(1, 2), num_res_blocks: int = 1):
+        super().__init__()
+        self.save_config(locals())
+        self.ae = AutoencoderKL(in_channels, image_size, latent_channels, base_channels, channel_mults, num_res_blocks)
+        self.in_channels, self.image_size, self.latent_dim = in_channels, image_size, latent_dim
+        map_shape = self.ae.latent_shape
+        if latent_dim is None:
+            self.latent_shape = map_shape
+        else:
+            check_int(latent_dim, "vae latent_dim")
+            self.latent_shape = (latent_dim,)
+            n = map_shape[0] * map_shape[1] * map_shape[2]
+            self.to_latent = nn.Linear(2 * n, 2 * latent_dim)  # (mean, logvar) maps -> (mean, logvar) vectors
+            self.from_latent = nn.Sequential(nn.Linear(latent_dim, n), nn.Unflatten(1, map_shape))
+        self.log_sigma = nn.Parameter(torch.tensor(-1.0))  # log std of p(x | z) = N(decode(z), sigma^2), learned
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        """Images (B, C, H, W) in [-1, 1] -> q(z | x) over (B, *latent_shape) latents."""
+        q = self.ae.encode(x)
+        if self.latent_dim is None:
+            return q
+        mean, logvar = self.to_latent(torch.cat([q.mean, q.logvar], 1).flatten(1)).chunk(2, dim=1)
+        return DiagonalGaussian(mean, logvar)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (B, *latent_shape) -> the mean of p(x | z), (B, C, H, W), not clipped."""
+        if tuple(z.shape[1:]) != tuple(self.latent_shape):
+            raise ImgenError(f"this VAE decodes latents shaped (B, {', '.join(map(str, self.latent_shape))}), "
+                             f"got {tuple(z.shape)}")
+        return self.ae.decode(z if self.latent_dim is None else self.from_latent(z))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        posterior = self.encode(x)
+        return self.decode(posterior.sample(generator)), posterior

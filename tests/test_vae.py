@@ -1,0 +1,133 @@
+"""VAE / beta-VAE / plain AE (imgen.methods.vae) and the latent tools (imgen.apps.latent): the loss falls, the KL is
+the closed form, beta = 0 is deterministic, the discretized likelihood is a probability mass, IWAE(k=1) is the ELBO
+in expectation and IWAE(k=64) is tighter, slerp keeps norms, an attribute vector recovers a planted direction, a
+model directory loads, samples, encodes and decodes, and a killed run resumes byte-identically."""
+import json
+import sys
+
+import pytest
+import torch
+
+import imgen
+from conftest import kill9_and_rerun
+from imgen.apps.latent import (apply_attribute, attribute_vector, interpolate, latent_grid, lerp,
+                               mean_latent_difference, slerp)
+from imgen.config import Config, DataConfig, MethodConfig, NetConfig, TrainConfig
+from imgen.data import load_dataset
+from imgen.errors import ImgenError
+from imgen.methods import build_method
+from imgen.methods.vae import discretized_gaussian_log_prob
+from imgen.metrics import discrete_bits_per_dim
+from imgen.nn import build_net
+from imgen.train import train
+
+TINY_VAE = {"latent_dim": 2, "latent_channels": 2, "base_channels": 8, "channel_mults": [1, 2]}
+
+
+def vae_config(steps: int = 40, beta: float = 1.0) -> Config:
+    return Config(description="tiny VAE", data=DataConfig("digits", {"split": "train"}, batch_size=32),
+                  net=NetConfig("vae", dict(TINY_VAE)), method=MethodConfig("vae", {"beta": beta, "levels": 17}),
+                  train=TrainConfig(steps=steps, lr=3e-3, warmup=2, ckpt_every=10, log_every=1))
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vae") / "vae"
+    train(vae_config(steps=40), out, progress=False)
+    return out
+
+
+def test_vae_loss_falls_over_40_trainer_steps_on_digits(vae_dir):
+    log = [json.loads(line) for line in (vae_dir / "log.jsonl").read_text().splitlines()]
+    first, last = sum(r["loss"] for r in log[:8]) / 8, sum(r["loss"] for r in log[-8:]) / 8
+    assert len(log) == 40 and last < 0.8 * first
+
+
+def test_kl_term_is_the_closed_form_kl_of_a_diagonal_gaussian_to_the_standard_normal():
+    net = build_net("vae", in_channels=1, image_size=8, **TINY_VAE)
+    x = torch.rand(5, 1, 8, 8) * 2 - 1
+    _, kl = build_method("vae", levels=17).terms(net, x, torch.Generator().manual_seed(0))
+    q = net.encode(x)
+    normal = torch.distributions.Normal
+    ref = torch.distributions.kl_divergence(normal(q.mean, q.std), normal(0.0, 1.0)).sum(1)
+    assert torch.allclose(kl, ref, atol=1e-5)
+
+
+def test_the_discretized_gaussian_is_a_probability_mass_over_the_grey_levels():
+    levels = 17
+    x = torch.linspace(-1, 1, levels)[:, None]
+    for mean, log_sigma in ((0.3, -2.0), (5.0, -3.0), (-0.99, 1.0), (0.0, -6.0)):
+        p = discretized_gaussian_log_prob(x, torch.full_like(x, mean), torch.tensor(log_sigma), levels).exp()
+        assert abs(p.sum().item() - 1) < 1e-4, (mean, log_sigma)
+
+
+def test_beta_zero_is_a_deterministic_autoencoder():
+    net, method = build_net("vae", in_channels=1, image_size=8, **TINY_VAE), build_method("vae", beta=0.0, levels=17)
+    batch = {"image": torch.rand(4, 1, 8, 8) * 2 - 1}
+    a = method.loss(net, batch, torch.Generator().manual_seed(0))
+    b = method.loss(net, batch, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)  # no sampling noise: z is the posterior mean
+    with pytest.raises(ImgenError, match="beta"):
+        build_method("vae", beta=-1.0)
+
+
+def test_iwae_k1_is_the_elbo_in_expectation_and_k64_is_a_tighter_bound(vae_dir):
+    m = imgen.load(vae_dir)
+    x = load_dataset("digits", split="test").get(list(range(16)))["image"]
+    many = x.repeat(64, 1, 1, 1)  # 64 independent draws per image
+    elbo, iwae1 = m.elbo(many, seed=0), m.iwae(many, k=1, seed=1)
+    assert abs(elbo.mean() - iwae1.mean()) < 0.02 * elbo.abs().mean()
+    elbo_avg = m.elbo(x, seed=0, samples=64)
+    iwae64 = m.iwae(x, k=64, seed=0)
+    assert iwae64.mean() > elbo_avg.mean()
+    bpd = discrete_bits_per_dim(iwae64, 64)
+    assert (bpd > 0).all() and bpd.mean() < 4.1  # below a uniform 17-level coder (log2 17 = 4.09)
+
+
+def test_slerp_ends_at_the_inputs_and_keeps_the_norm_that_lerp_shrinks():
+    a, b = torch.zeros(3, 8), torch.zeros(3, 8)
+    a[:, 0], b[:, 1] = 2.0, 2.0  # orthogonal, norm 2
+    assert torch.allclose(slerp(a, b, 0.0), a, atol=1e-6) and torch.allclose(slerp(a, b, 1.0), b, atol=1e-6)
+    assert torch.allclose(slerp(a, b, 0.5).norm(dim=1), torch.full((3,), 2.0))
+    assert torch.allclose(lerp(a, b, 0.5).norm(dim=1), torch.full((3,), 2.0 / 2 ** 0.5))
+    z = torch.randn(4, 64)
+    assert torch.allclose(slerp(z, z, 0.3), z, atol=1e-5)  # parallel: falls back to lerp
+
+
+def test_attribute_vector_recovers_a_planted_direction():
+    gen = torch.Generator().manual_seed(0)
+    d = torch.randn(16, generator=gen)
+    d = d / d.norm()
+    z_without = torch.randn(500, 16, generator=gen)
+    z_with = torch.randn(500, 16, generator=gen) + 3.0 * d
+    v = mean_latent_difference(z_with, z_without)
+    assert torch.nn.functional.cosine_similarity(v, d, dim=0) > 0.95 and abs(v.norm() - 3.0) < 0.4
+
+
+def test_a_vae_directory_loads_samples_encodes_decodes_and_draws_its_latent_grid(vae_dir):
+    m = imgen.load(vae_dir)
+    x = m.sample(6, seed=0)
+    assert x.shape == (6, 1, 8, 8) and x.min() >= -1 and x.max() <= 1 and torch.equal(x, m.sample(6, seed=0))
+    images = load_dataset("digits", split="test").get(list(range(4)))["image"]
+    z = m.encode(images)
+    mean, logvar = m.encode(images, logvar=True)
+    assert z.shape == (4, 2) and torch.equal(z, mean) and logvar.shape == (4, 2)
+    assert m.decode(z).shape == m.reconstruct(images).shape == (4, 1, 8, 8)
+    frames = interpolate(m, images[:2], images[2:], steps=5, mode="slerp")
+    assert frames.shape == (10, 1, 8, 8) and torch.allclose(frames[0], m.reconstruct(images[:1])[0], atol=1e-5)
+    v = attribute_vector(m, images[:2], images[2:])
+    assert v.shape == (2,) and apply_attribute(m, images, v, 0.5).shape == (4, 1, 8, 8)
+    assert latent_grid(m, n=5).shape == (1, 40, 40)
+    with pytest.raises(ImgenError, match="mode"):
+        interpolate(m, images[:1], images[1:2], mode="cubic")
+
+
+def test_kill_9_and_rerun_of_a_vae_is_byte_identical_to_an_uninterrupted_run(tmp_path):
+    cfg = tmp_path / "vae.json"
+    cfg.write_text(json.dumps(vae_config(steps=30).to_dict()))
+    cmd = [sys.executable, "-m", "imgen", "train", str(cfg), "--quiet", "--out"]
+    out = tmp_path / "killed"
+    assert kill9_and_rerun(cmd, tmp_path / "straight", out, kills=1) >= 1
+    assert json.loads((out / "train_state.json").read_text())["step"] == 30
+    for name in ("model.safetensors", "ema.safetensors"):
+        assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
