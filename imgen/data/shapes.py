@@ -197,7 +197,6 @@ def scene_captions(a: Mapping) -> list[str]:
 
 # ---- per-cell targets ----
 EMPTY = len(SHAPES)  # cell_shape class of a grid cell that holds no object
-CELL_ATTRIBUTES = ("cell_shape", "cell_color", "cell_size")
 
 
 def cell_attributes(a: Mapping) -> dict[str, np.ndarray]:
