@@ -79,7 +79,7 @@ def cmd_sample(args) -> int:
         raise ImgenError("this model makes 2D points, not images; sample it from Python: imgen.load(DIR).sample(n)")
     x = model.sample(args.n, labels=_parse_labels(args.label), sampler=args.sampler, steps=args.steps,
                      cfg=args.cfg, eta=args.eta, seed=args.seed, grid=args.grid, clip_x0=args.clip_x0,
-                     progress=True)
+                     progress=True, temperature=args.temperature)
     _write_images(x, args.out, args.scale, "samples")
     return 0
 
@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, help="sampling steps (network evaluations)")
     s.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = none)")
     s.add_argument("--eta", type=float, help="DDIM eta in [0, 1]")
+    s.add_argument("--temperature", type=float, help="prior std of a normalizing flow (e.g. 0.7; default: the model's)")
     s.add_argument("--label", help="class label, or comma-separated labels, one per sample")
     s.add_argument("--no-clip-x0", dest="clip_x0", action="store_false", default=None,
                    help="do not clip the predicted x0 to [-1, 1] at each step")

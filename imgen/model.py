@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
@@ -57,12 +58,14 @@ class Model:
     def sample(self, n: int, labels=None, sampler: str | None = None, steps: int | None = None,
                cfg: float | None = None, eta: float | None = None, seed: int = 0, grid: str | None = None,
                clip_x0: bool | None = None, noise: torch.Tensor | None = None, progress: bool = False,
-               callback=None, cond: dict | None = None, negative: dict | None = None, guide=None) -> torch.Tensor:
+               callback=None, cond: dict | None = None, negative: dict | None = None, guide=None,
+               temperature: float | None = None) -> torch.Tensor:
         """n samples (n, *shape) in [-1, 1] (points for 2D models; a latent model's are decoded to pixels).
         `steps` is the sampler's step count (NFE for first-order samplers); unset options come from the model's
         config.sample. Same seed, same machine -> same samples. `cond` is a ready condition dict (e.g. from
         `generate`), `negative` the one classifier-free guidance pushes away from (default: the learned null
-        condition); `guide(denoiser) -> denoiser` adds further guidance (e.g. imgen.guidance.clip_guidance)."""
+        condition); `guide(denoiser) -> denoiser` adds further guidance (e.g. imgen.guidance.clip_guidance).
+        `temperature` scales the prior's std for a model that has one (a normalizing flow; Glow, sec. 5)."""
         defaults = self.config.sample
         sampler = sampler or defaults.sampler
         steps = defaults.steps if steps is None else steps
@@ -71,6 +74,12 @@ class Model:
         grid = grid or defaults.grid
         clip_x0 = defaults.clip_x0 if clip_x0 is None else clip_x0
         check_int(n, "n")
+        extra = {}
+        if temperature is not None:
+            if "temperature" not in inspect.signature(getattr(self.method, "sample", lambda: None)).parameters:
+                raise ImgenError(f"{self.config.method.name} models have no sampling temperature (a normalizing flow "
+                                 "has one); sample without temperature")
+            extra["temperature"] = temperature
         if hasattr(self.method, "sample"):  # a method with its own sampler, off the Gaussian path (cold diffusion)
             if cfg != 1.0:
                 raise ImgenError(f"{self.config.method.name} has no classifier-free guidance; use cfg=1")
@@ -78,7 +87,7 @@ class Model:
             if cond is None and label is not None:
                 cond = {"label": label, "drop": torch.zeros(n, dtype=torch.bool)}
             x = self.method.sample(self.net, (n, *self.shape), cond, steps, torch.Generator().manual_seed(seed),
-                                   sampler=sampler, callback=callback, progress=progress)
+                                   sampler=sampler, callback=callback, progress=progress, **extra)
             return x.clamp(-1, 1)
         fn = get_sampler(sampler)
         if cfg != 1.0 and self.num_classes is None and not self.is_text:
@@ -104,6 +113,19 @@ class Model:
             x = self.method.decode(x)  # LDM: sample the latent, decode it to pixels
         return x.clamp(-1, 1) if len(self.shape) == 3 else x
 
+
+    @torch.no_grad()
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact log density log p(x) in nats per image, (B,), for a likelihood model (a normalizing flow) of
+        continuous x in [-1, 1] (dequantized data); bits/dim: imgen.metrics.bits_per_dim(-log_prob, D, bin_width)."""
+        if not hasattr(self.method, "log_prob"):
+            raise ImgenError(f"{self.config.method.name} models have no exact log-likelihood; a normalizing flow "
+                             "(method normalizing_flow) has one")
+        x = torch.as_tensor(x, dtype=torch.float32).to(self.device)
+        if tuple(x.shape[1:]) != self.shape:
+            raise ImgenError(f"log_prob expects images of shape (B, {', '.join(map(str, self.shape))}), "
+                             f"got {tuple(x.shape)}")
+        return self.method.log_prob(self.net, x)
 
     @torch.no_grad()
     def generate(self, prompts, n: int = 1, negative: str | None = None, unconditional: bool = False,

@@ -73,7 +73,7 @@ def resolve_config(config: Config, dataset) -> Config:
         elif opts.get("encoder", "transformer") == "transformer" and not opts.get("vocab"):
             opts["vocab"] = Tokenizer.from_corpus(caption_corpus(dataset)).itos[len(SPECIAL_TOKENS):]
     elif (getattr(dataset, "num_classes", None) and method_opts.get("cond_drop", 0.1) < 1.0
-          and config.net.name not in ("autoencoder", "vae", "clip", "prior", "evaluator")
+          and config.net.name not in ("autoencoder", "vae", "clip", "prior", "evaluator", "realnvp", "glow")
           and config.method.name not in EMBEDDING_METHODS):
         opts.setdefault("num_classes", dataset.num_classes)
     return config_from_dict(d)

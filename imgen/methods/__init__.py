@@ -7,6 +7,7 @@ from imgen.methods.cold import cold
 from imgen.methods.denoising import DENOISING_METHODS
 from imgen.methods.distill import progressive_distillation
 from imgen.methods.latent import latent
+from imgen.methods.normalizing_flow import normalizing_flow
 from imgen.methods.unclip import unclip_decoder, unclip_prior
 from imgen.methods.vae import vae
 
@@ -17,6 +18,7 @@ METHODS.update(kl_autoencoder=kl_autoencoder, latent=latent)  # latent models (L
 METHODS["vae"] = vae  # VAE, beta-VAE, plain AE (beta = 0)
 METHODS["attribute_classifier"] = attribute_classifier  # imgen's evaluator nets (scripts/train_evaluators.py)
 METHODS.update(clip=clip_method, unclip_prior=unclip_prior, unclip_decoder=unclip_decoder)  # CLIP and unCLIP stages
+METHODS["normalizing_flow"] = normalizing_flow  # RealNVP, Glow: exact likelihood, own sampler
 
 
 def build_method(name: str, **kwargs):

@@ -12,6 +12,7 @@ from imgen.nn.autoencoder import VAE, AutoencoderKL
 from imgen.nn.classifier import evaluator_net
 from imgen.nn.clip import clip_net
 from imgen.nn.dit import DiT, dit_s, dit_tiny
+from imgen.nn.flow import Glow, RealNVP
 from imgen.nn.layers import check_kwargs
 from imgen.nn.mlp import MLPDenoiser
 from imgen.nn.prior import PriorTransformer
@@ -23,6 +24,7 @@ NETS["autoencoder"] = AutoencoderKL  # LDM KL autoencoder (imgen.methods.autoenc
 NETS.update(clip=clip_net, prior=PriorTransformer)  # CLIP (imgen.methods.clip) and the unCLIP prior
 NETS["vae"] = VAE  # VAE / beta-VAE encoder-decoder (method vae)
 NETS["evaluator"] = evaluator_net  # imgen's evaluator classifiers (method attribute_classifier)
+NETS.update(realnvp=RealNVP, glow=Glow)  # normalizing flows (method normalizing_flow)
 
 
 def build_net(name: str, **kwargs):
