@@ -131,3 +131,18 @@ def test_kill_9_and_rerun_of_a_vae_is_byte_identical_to_an_uninterrupted_run(tmp
     assert json.loads((out / "train_state.json").read_text())["step"] == 30
     for name in ("model.safetensors", "ema.safetensors"):
         assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+
+
+def test_imgen_latent_draws_the_grid_and_an_interpolation_and_rejects_bad_input(vae_dir, tmp_path, capsys):
+    from imgen.cli import main
+
+    assert main(["latent", "grid", str(vae_dir), "--n", "4", "--out", str(tmp_path / "grid.png")]) == 0
+    assert main(["latent", "interpolate", str(vae_dir), "--a", "0", "--b", "3", "--steps", "4", "--mode", "slerp",
+                 "--out", str(tmp_path / "lerp.png")]) == 0
+    assert (tmp_path / "grid.png").is_file() and (tmp_path / "lerp.png").is_file()
+    capsys.readouterr()
+    assert main(["latent", "interpolate", str(vae_dir), "--mode", "cubic", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["latent", "interpolate", str(vae_dir), "--a", "99999", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["latent", "grid", str(vae_dir), "--out", str(tmp_path / "x.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("imgen: error:") == 3 and "--mode" in err and "--a" in err and ".png" in err
