@@ -76,7 +76,8 @@ def gaussian_bpd(train_x: torch.Tensor, test_x: torch.Tensor, seed: int = 0) -> 
 def flow_bpd(m, test_x: torch.Tensor, seed: int = 0) -> float:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        return torch.stack([m.method.bits_per_dim(m.net, test_x, gen).mean() for _ in range(DEQUANT_DRAWS)]).mean().item()
+        draws = [m.method.bits_per_dim(m.net, test_x, gen).mean() for _ in range(DEQUANT_DRAWS)]
+    return torch.stack(draws).mean().item()
 
 
 def flow_checks(m, test_x: torch.Tensor) -> tuple[float, float]:
