@@ -204,7 +204,6 @@ class Model:
         return fn(self.net, self._autoencoder_input(x, "iwae"), k, torch.Generator().manual_seed(seed))
 
 
-
 def load(path: str | Path, device: str = "cpu", weights: str = "ema") -> Model:
     """Load a model directory written by `imgen train` (EMA weights by default), or a shipped model by name
     (e.g. "shapes-latent-t2i", see imgen.pretrained)."""
