@@ -28,6 +28,15 @@ def tiny_config(steps: int = 6, **train) -> Config:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny nets: one intra-op thread is as fast and immune to stalls on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny_config_file(tmp_path):
     def make(steps: int = 6, **train):
         path = tmp_path / "tiny.json"

@@ -17,12 +17,7 @@ from imgen.nn.layers import CrossAttention, TextConditioning, modulate
 D_TEXT = 24
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def small_unet(**kw):

@@ -12,13 +12,7 @@ from imgen.nn.flow import (ActNorm, AffineCoupling, Glow, InvConv1x1, RealNVP, S
                            dequantize_uniform)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets: one intra-op thread is as fast and immune to stalls on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def randomize_(module, seed=0, std=0.3):
