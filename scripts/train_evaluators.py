@@ -36,7 +36,7 @@ from imgen.data import load_dataset  # noqa: E402
 from imgen.data.shapes import (BACKGROUND_NAMES, COLOR_NAMES, POSITION_LABELS, SHAPES, SIZES,  # noqa: E402
                                cell_attributes)
 from imgen.metrics.evaluators import EVALUATOR_DIR, save_evaluator  # noqa: E402
-from imgen.train import Trainer  # noqa: E402
+from imgen.recipes import fit  # noqa: E402
 
 SHAPES_HEADS = {"shape": list(SHAPES), "color": list(COLOR_NAMES), "size": list(SIZES),
                 "pos": list(POSITION_LABELS), "bg": list(BACKGROUND_NAMES)}
@@ -68,13 +68,6 @@ def evaluator_config(data: DataConfig, net: dict, method: dict, steps: int, lr: 
                                     ckpt_every=max(1, min(500, steps)), log_every=50))
 
 
-def fit(config: Config, work: Path, name: str, progress: bool):
-    """Train with imgen's Trainer into work/name (a rerun resumes) and return the trained net."""
-    trainer = Trainer(config, work / name, progress)
-    trainer.fit()
-    return trainer.net.eval()
-
-
 def train_digits(steps: int, seed: int, work: Path, progress: bool = True) -> tuple:
     test = load_dataset("digits", split="test")
     x_te = test.get(np.arange(len(test)))
@@ -82,7 +75,7 @@ def train_digits(steps: int, seed: int, work: Path, progress: bool = True) -> tu
     config = evaluator_config(DataConfig("digits", {"split": "train"}, batch_size=64), net_opts,
                               {"heads": ["label"], "label_smoothing": 0.05, "max_shift": 1, "noise": 0.05},
                               steps, 2e-3, 1e-3, seed)
-    net = fit(config, work, "digits-eval", progress)
+    net, _ = fit(config, work / "digits-eval", progress)
     acc = accuracy(net, x_te["image"], {"label": x_te["label"]})
     meta = {"name": "digits-eval", "value_names": {"label": test.class_names}, "is_head": "label",
             "train_data": "digits split=train (1438 images)", "heldout_data": f"digits split=test ({len(test)} images)",
@@ -96,7 +89,7 @@ def train_shapes(steps: int, seed: int, work: Path, progress: bool = True, batch
     stream = DataConfig("shapes", {"n": 10 ** 12, "split": "all", "max_objects": 1, "seed": seed + 1},
                         batch_size=batch)  # batch k = stream items k*B .. (k+1)*B - 1: every step sees fresh scenes
     config = evaluator_config(stream, net_opts, {"heads": list(heads)}, steps, 3e-3, 1e-4, seed)
-    net = fit(config, work, "shapes-eval", progress)
+    net, _ = fit(config, work / "shapes-eval", progress)
     heldout = load_dataset("shapes", n=2000, split="heldout", max_objects=1, seed=seed + 1000)
     ho = heldout.get(np.arange(len(heldout)))
     seen = load_dataset("shapes", n=2000, split="train", max_objects=1, seed=seed + 2000).get(np.arange(2000))
@@ -118,7 +111,7 @@ def train_cells(steps: int, seed: int, work: Path, progress: bool = True, batch:
     stream = DataConfig("shapes", {"n": 10 ** 12, "split": "all", "max_objects": 2, "seed": seed + 3, "cells": True},
                         batch_size=batch)  # a fresh stream of 1-2 object scenes, every step new ones
     config = evaluator_config(stream, net_opts, {"heads": list(heads), "noise": 0.03}, steps, 3e-3, 1e-4, seed)
-    net = fit(config, work, "shapes-cells", progress)
+    net, _ = fit(config, work / "shapes-cells", progress)
     acc = {}
     for name, split, s in (("heldout_accuracy", "heldout", seed + 1003), ("all_pairs_accuracy", "all", seed + 2003)):
         test = load_dataset("shapes", n=2000, split=split, max_objects=2, seed=s).get(np.arange(2000))

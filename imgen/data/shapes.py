@@ -351,13 +351,16 @@ class ShapesDataset:
             batch = twin_batch(self, idx[: (len(idx) + 1) // 2], rng)
             return {k: v[: len(idx)] if k != "attrs" else {a: t[: len(idx)] for a, t in v.items()}
                     for k, v in batch.items()}
-        a = self.attributes(idx)
+        return self.scenes(self.attributes(idx))
+
+    def scenes(self, a: Mapping) -> dict:
+        """The batch of scenes with attributes `a` (sample_scene_attributes): rendered images, captions, attrs
+        (with the per-cell targets when cells=True) and label (the main object's shape)."""
         image = render_scenes(a, self.image_size, a["offset"], self.supersample)
-        captions = scene_captions(a)
         attrs = {k: torch.from_numpy(a[k]) for k in ATTRIBUTES}
         if self.cells:
             attrs.update({k: torch.from_numpy(v) for k, v in cell_attributes(a).items()})
-        return {"image": image, "label": attrs["shape"].clone(), "caption": captions, "attrs": attrs}
+        return {"image": image, "label": attrs["shape"].clone(), "caption": scene_captions(a), "attrs": attrs}
 
 
 def twin_batch(data, idx: np.ndarray, rng: np.random.Generator) -> dict:
@@ -376,7 +379,4 @@ def twin_batch(data, idx: np.ndarray, rng: np.random.Generator) -> dict:
             options = [("color", c) for c in range(len(COLOR_NAMES)) if c != color and (shape, c) not in heldout]
         key, value = options[rng.integers(len(options))]
         twin[key][i] = value
-    both = {k: np.concatenate([a[k], twin[k]]) for k in a}
-    image = render_scenes(both, data.image_size, both["offset"], data.supersample)
-    attrs = {k: torch.from_numpy(both[k]) for k in ATTRIBUTES}
-    return {"image": image, "label": attrs["shape"].clone(), "caption": scene_captions(both), "attrs": attrs}
+    return data.scenes({k: np.concatenate([a[k], twin[k]]) for k in a})

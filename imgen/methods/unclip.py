@@ -151,10 +151,6 @@ def decoder_net(clip: CLIP, **options) -> nn.Module:
 
 
 # ---- the pipeline ----
-def _count(n, what: str = "n") -> int:
-    return check_int(n, what)
-
-
 @torch.no_grad()
 def _sample(method: DenoisingMethod, net: nn.Module, shape: tuple, cond: dict, steps: int, sampler: str,
             cfg: float, generator: torch.Generator, clip_x0: bool = False) -> torch.Tensor:
@@ -164,7 +160,7 @@ def _sample(method: DenoisingMethod, net: nn.Module, shape: tuple, cond: dict, s
     if clip_x0:
         den = ClippedDenoiser(den)
     fn = get_sampler(sampler)
-    ts = make_grid(den.schedule, _count(steps, "steps"))
+    ts = make_grid(den.schedule, check_int(steps, "steps"))
     x = initial_noise(den.schedule, shape, ts, generator).to(cond["text_pooled"].device)
     return fn(den, x, ts, cond, generator=generator)
 
@@ -198,7 +194,7 @@ class UnCLIP:
         draws per image the one with the higher dot product with z_t is kept (sec. 2.1). cfg None = PRIOR_CFG."""
         cfg = PRIOR_CFG if cfg is None else cfg
         prompts = check_prompts(prompts)
-        n, best_of = _count(n), _count(best_of, "best_of")
+        n, best_of = check_int(n, "n"), check_int(best_of, "best_of")
         texts = [p for p in prompts for _ in range(n)]
         cond = text_condition(self.clip, texts * best_of)  # (best_of * B, ...), draw k in rows k*B .. (k+1)*B-1
         gen = torch.Generator().manual_seed(seed)
@@ -247,7 +243,7 @@ class UnCLIP:
             raise ImgenError(f"variations needs images of shape (N, 3, {size}, {size}) in [-1, 1] (CLIP's input), "
                              f"got {got}; resize them with imgen.images")
         z_i = self.clip.encode_image(images.float())
-        return self.decode(z_i.repeat_interleave(_count(n), dim=0), steps, sampler, cfg, seed)
+        return self.decode(z_i.repeat_interleave(check_int(n, "n"), dim=0), steps, sampler, cfg, seed)
 
     # ---- save / load: clip/ (CLIP.save), prior.safetensors, decoder.safetensors, config.json ----
     def save(self, directory: str | Path) -> None:

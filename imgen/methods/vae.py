@@ -22,8 +22,7 @@ import math
 import torch
 
 from imgen.errors import ImgenError, check_int
-
-LOG_2PI = math.log(2 * math.pi)
+from imgen.nn.flow import LOG_2PI, standard_normal_log_prob
 
 
 def discretized_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor,
@@ -41,10 +40,6 @@ def discretized_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_sigma
     logp = torch.where(x < -1 + half, torch.special.log_ndtr(upper),  # first bin: (-inf, -1 + d/2]
                        torch.where(x > 1 - half, torch.special.log_ndtr(-lower), mid))  # last bin: [1 - d/2, inf)
     return logp.flatten(1).sum(1)
-
-
-def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    return -0.5 * (z ** 2 + LOG_2PI).flatten(1).sum(1)
 
 
 def gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

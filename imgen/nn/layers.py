@@ -26,9 +26,9 @@ def init_kwarg_names(cls) -> list[str]:
 
 
 def check_kwargs(cls, kwargs: dict, what: str | None = None) -> None:
-    """Raise ImgenError naming any key `cls.__init__` does not accept (listing the valid ones) or any
-    required key that is missing."""
-    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    """Raise ImgenError naming any key the constructor `cls` (a class or a function) does not accept (listing the
+    valid ones) or any required key that is missing."""
+    params = dict(inspect.signature(cls).parameters)  # a class: its __init__ without self
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         raise ImgenError(

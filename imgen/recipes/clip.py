@@ -4,8 +4,6 @@ directory (config.json, model/ema safetensors, exact resume); CLIP.load reads it
 """
 from __future__ import annotations
 
-import json
-import tempfile
 from pathlib import Path
 
 from imgen.config import Config, DataConfig, MethodConfig, NetConfig, SampleConfig, TrainConfig
@@ -13,21 +11,7 @@ from imgen.errors import ImgenError
 from imgen.methods.clip import shapes_tokenizer
 from imgen.nn.clip import CLIP
 from imgen.nn.text import SPECIAL_TOKENS
-from imgen.train import Trainer
-
-
-def step_losses(out_dir: str | Path) -> list[float]:
-    """The loss of every step of a run trained with log_every=1 (its log.jsonl)."""
-    lines = (Path(out_dir) / "log.jsonl").read_text().splitlines()
-    return [json.loads(line)["loss"] for line in lines]
-
-
-def fit(config: Config, out_dir: str | Path | None, progress: bool):
-    """Train `config` into out_dir (a fresh temp dir when None; a rerun resumes) -> (Trainer, out_dir)."""
-    out = Path(tempfile.mkdtemp(prefix="imgen-")) / "model" if out_dir is None else Path(out_dir)
-    trainer = Trainer(config, out, progress)
-    trainer.fit()
-    return trainer, out
+from imgen.recipes import fit
 
 
 def clip_config(steps: int = 2000, batch_size: int = 128, seed: int = 0, image_size: int = 32, lr: float = 2e-3,
@@ -59,5 +43,4 @@ def train_clip(steps: int = 2000, batch_size: int = 128, seed: int = 0, image_si
     counterfactual twins (imgen.data.shapes.twin_batch). `net` options go to clip_small (width, dim, depth,
     heads, max_len, embed_dim). Returns the model (eval mode) and the loss of every step."""
     config = clip_config(steps, batch_size, seed, image_size, lr, weight_decay, warmup, max_objects, twins, **net)
-    trainer, out = fit(config, out_dir, progress)
-    return trainer.net.eval(), step_losses(out)
+    return fit(config, out_dir, progress)

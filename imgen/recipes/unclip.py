@@ -14,7 +14,7 @@ from imgen.config import Config, DataConfig, MethodConfig, NetConfig, SampleConf
 from imgen.errors import ImgenError, check_int
 from imgen.methods.unclip import DECODER_METHOD, PRIOR_METHOD, decoder_options
 from imgen.nn.clip import CLIP
-from imgen.recipes.clip import fit, step_losses
+from imgen.recipes import fit
 
 
 def _clip_dir(clip: CLIP, out_dir: str | Path | None) -> Path:
@@ -57,8 +57,7 @@ def train_prior(clip: CLIP, steps: int = 1000, batch_size: int = 128, seed: int 
     clip_dir = _clip_dir(clip, out_dir)
     net = NetConfig("prior", {"embed_dim": clip.embed_dim, **net_options})
     config = stage_config("prior", clip, clip_dir, net, steps, batch_size, seed, lr, warmup, max_objects, method)
-    trainer, out = fit(config, clip_dir.parent / "prior", progress)
-    return trainer.net.eval(), step_losses(out)
+    return fit(config, clip_dir.parent / "prior", progress)
 
 
 def train_decoder(clip: CLIP, steps: int = 2000, batch_size: int = 64, seed: int = 0, lr: float = 2e-3,
@@ -69,5 +68,4 @@ def train_decoder(clip: CLIP, steps: int = 2000, batch_size: int = 64, seed: int
     clip_dir = _clip_dir(clip, out_dir)
     net = NetConfig("unet", decoder_options(clip, **net_options))
     config = stage_config("decoder", clip, clip_dir, net, steps, batch_size, seed, lr, warmup, max_objects, method)
-    trainer, out = fit(config, clip_dir.parent / "decoder", progress)
-    return trainer.net.eval(), step_losses(out)
+    return fit(config, clip_dir.parent / "decoder", progress)
