@@ -213,11 +213,10 @@ class Trainer:
         self.gen.set_state(state["rng.generator"])
         torch.set_rng_state(state["rng.torch"])
         self.step = int(meta["step"])
-        self._truncate_log(self.step)
 
     def _truncate_log(self, step: int):
-        """Drop log lines written after the checkpoint we resume from (they will be written again), and a line
-        torn by a kill mid-write."""
+        """Drop log lines written after the checkpoint we resume from (step 0 when a kill came before the first
+        checkpoint): they will be written again. Also drops a line torn by a kill mid-write."""
         log = self.out / "log.jsonl"
         if log.exists():
             keep = []
@@ -265,6 +264,7 @@ class Trainer:
             self.method.bind(self.out, self.dataset)
         infinite = bool(getattr(self.dataset, "infinite", False))
         self.net.train()
+        self._truncate_log(self.step)
         log = (self.out / "log.jsonl").open("a")
         bar = tqdm(total=t.steps, initial=self.step, desc=f"train {self.out.name}", disable=not self.progress,
                    dynamic_ncols=True)

@@ -150,6 +150,16 @@ def test_a_torn_log_line_and_stale_temp_files_from_a_kill_do_not_block_the_rerun
     assert not list((tmp_path / "m").glob(".*.tmp"))
 
 
+def test_log_lines_of_a_run_killed_before_its_first_checkpoint_are_not_repeated(tmp_path):
+    train(tiny_config(steps=3), tmp_path / "m", progress=False)
+    for name in ("train_state.safetensors", "train_state.json", "model.safetensors", "ema.safetensors"):
+        (tmp_path / "m" / name).unlink()  # as if killed after logging 2 steps, before the first checkpoint
+    (tmp_path / "m" / "log.jsonl").write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "loss": 9.0}\n')
+    train(tiny_config(steps=3), tmp_path / "m", progress=False)
+    log = [json.loads(line) for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3] and all(r["loss"] != 9.0 for r in log)
+
+
 def test_a_kill_during_the_very_first_write_leaves_a_rerunnable_directory(tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / ".config.json.xyz.tmp").write_text("{")
