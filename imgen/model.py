@@ -174,6 +174,8 @@ class Model:
     @torch.no_grad()
     def encode(self, x: torch.Tensor, logvar: bool = False):
         """The posterior mean of q(z | x) for images (B, C, H, W); with logvar=True the pair (mean, logvar)."""
+        if self.is_tokenizer:
+            raise ImgenError("this is an image tokenizer: encode images to token ids with encode_tokens(x)")
         q = self.net.encode(self._autoencoder_input(x, "encode"))
         return (q.mean, q.logvar) if logvar else q.mean
 
@@ -185,8 +187,47 @@ class Model:
         return self.net.decode(torch.as_tensor(z, dtype=torch.float32).to(self.device)).clamp(-1, 1)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """decode(encode(x)): images through the posterior mean."""
+        """decode(encode(x)): images through the posterior mean (a tokenizer: decode_tokens(encode_tokens(x)))."""
+        if self.is_tokenizer:
+            return self.decode_tokens(self.encode_tokens(x))
         return self.decode(self.encode(x))
+
+    # ---- image tokenizers (VQ-VAE, VQGAN: nets with encode_tokens/decode_tokens) ------------------------------
+    @property
+    def is_tokenizer(self) -> bool:
+        return hasattr(self.net, "encode_tokens")
+
+    def _tokenizer(self, what: str):
+        if not self.is_tokenizer:
+            raise ImgenError(f"{what} needs an image tokenizer (VQ-VAE/VQGAN, e.g. `imgen train shapes-vqvae`); this "
+                             f"is a {self.config.net.name!r} net (method {self.config.method.name!r})")
+        return self.net
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        """(h, w) of the token grid of one image."""
+        return self._tokenizer("token_grid").token_grid
+
+    @property
+    def token_shape(self) -> tuple[int, ...]:
+        """The shape of one image's tokens: token_grid, or (h, w, levels) for residual VQ."""
+        return self._tokenizer("token_shape").token_shape
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids lie in [0, vocab_size) (the codebook size; per level for residual VQ)."""
+        return self._tokenizer("vocab_size").codebook_size
+
+    @torch.no_grad()
+    def encode_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1] -> token ids (B, *token_shape) int64 in [0, vocab_size)."""
+        self._tokenizer("encode_tokens")
+        return self.net.encode_tokens(self._autoencoder_input(x, "encode_tokens"))
+
+    @torch.no_grad()
+    def decode_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, *token_shape) -> images (B, C, H, W) in [-1, 1]."""
+        return self._tokenizer("decode_tokens").decode_tokens(torch.as_tensor(ids).to(self.device)).clamp(-1, 1)
 
     def _bound(self, name: str):
         if not hasattr(self.method, name):

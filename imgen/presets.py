@@ -146,6 +146,22 @@ def shapes_beta_vae() -> Config:
     return c
 
 
+_VQ = {"quantizer": "vq_ema", "codebook_size": 256, "code_dim": 16, "base_channels": 16, "channel_mults": [1, 2, 4],
+       "num_res_blocks": 1}
+
+
+def shapes_vqvae() -> Config:
+    """VQ-VAE (van den Oord et al. 2017) tokenizer for 32x32 shapes scenes: an 8x8 grid of tokens from a 256-code
+    EMA codebook with dead-code restart; the net's quantizer option picks vq, vq_ema, rvq, fsq or lfq."""
+    return Config(
+        description="VQ-VAE tokenizer on shapes (32x32 -> 8x8 tokens, 256 codes, EMA-VQ), L2 reconstruction",
+        data=DataConfig("shapes", {"image_size": 32, "split": "train"}, batch_size=32),
+        net=NetConfig("vqvae", dict(_VQ)),
+        method=MethodConfig("vqvae", {"recon": "l2"}),
+        train=TrainConfig(steps=1000, lr=2e-3, warmup=50, ema_decay=0.99, ckpt_every=250),
+    )
+
+
 def digits_cold_blur() -> Config:
     """Class-conditional cold diffusion (Bansal et al. 2022) with the blur degradation on 8x8 digits."""
     c = digits_flow()
@@ -216,6 +232,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "digits-vae": digits_vae,
     "shapes-vae": shapes_vae,
     "shapes-beta-vae": shapes_beta_vae,
+    "shapes-vqvae": shapes_vqvae,
     "digits-ncsn": digits_ncsn,
     "digits-edm": digits_edm,
     "digits-cold-blur": digits_cold_blur,

@@ -8,6 +8,9 @@ A method needs only loss(net, batch, generator). Two optional hooks serve method
 Each training step runs the updates in order: loss_fn(net, batch, generator), zero_grad, backward, clip the
 grads of that optimizer's parameters, step. A later update sees the parameters an earlier one just changed
 (alternating D/G steps). The LR schedule scales every optimizer's own learning rates.
+Two more optional hooks: set_step(step) is called before each step (a schedule inside a loss, e.g. VQGAN's
+delayed discriminator start, reads the checkpointed step rather than counting calls), and log_stats() -> dict
+adds its entries to each log line (e.g. a tokenizer's codebook usage and perplexity over the window).
 
 Exact resume: every batch is a pure function of (seed, step) and every random draw comes from RNGs whose
 states are checkpointed, so a run killed at any moment and restarted ends byte-identical to one that never
@@ -73,7 +76,7 @@ def resolve_config(config: Config, dataset) -> Config:
         elif opts.get("encoder", "transformer") == "transformer" and not opts.get("vocab"):
             opts["vocab"] = Tokenizer.from_corpus(caption_corpus(dataset)).itos[len(SPECIAL_TOKENS):]
     elif (getattr(dataset, "num_classes", None) and method_opts.get("cond_drop", 0.1) < 1.0
-          and config.net.name not in ("autoencoder", "vae", "clip", "prior", "evaluator", "realnvp", "glow")
+          and config.net.name not in ("autoencoder", "vae", "clip", "prior", "evaluator", "realnvp", "glow", "vqvae")
           and config.method.name not in EMBEDDING_METHODS):
         opts.setdefault("num_classes", dataset.num_classes)
     return config_from_dict(d)
@@ -276,6 +279,8 @@ class Trainer:
                 idx = batch_indices(len(self.dataset), data.batch_size, t.seed, self.step, infinite)
                 batch = self.dataset.get(idx)
                 scale = lr_at(self.step, 1.0, t.warmup, t.steps, t.lr_schedule)
+                if hasattr(self.method, "set_step"):
+                    self.method.set_step(self.step)
                 for name, opt in self.optimizers.items():
                     for g, base in zip(opt.param_groups, self.base_lrs[name]):
                         g["lr"] = base * scale
@@ -295,6 +300,8 @@ class Trainer:
                     if len(names) > 1:
                         rec.update({f"loss_{n}": window_loss[n] / window_n for n in names})
                         rec.update({f"grad_norm_{n}": gnorms[n] for n in names})
+                    if hasattr(self.method, "log_stats"):
+                        rec.update(self.method.log_stats())
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
                     bar.set_postfix(loss=f"{rec['loss']:.4f}")

@@ -17,6 +17,7 @@ from imgen.nn.mlp import MLPDenoiser
 from imgen.nn.prior import PriorTransformer
 from imgen.nn.text2img import TextToImageNet
 from imgen.nn.unet import UNet, unet_small, unet_tiny
+from imgen.nn.vqvae import VQAutoencoder
 
 NETS = {"unet": UNet, "dit": DiT, "mlp": MLPDenoiser, "text2img": TextToImageNet}
 NETS["autoencoder"] = AutoencoderKL  # LDM KL autoencoder (imgen.methods.autoencoder trains it)
@@ -24,6 +25,7 @@ NETS.update(clip=clip_net, prior=PriorTransformer)  # CLIP (imgen.methods.clip) 
 NETS["vae"] = VAE  # VAE / beta-VAE encoder-decoder (method vae)
 NETS["evaluator"] = evaluator_net  # imgen's evaluator classifiers (method attribute_classifier)
 NETS.update(realnvp=RealNVP, glow=Glow)  # normalizing flows (method normalizing_flow)
+NETS["vqvae"] = VQAutoencoder  # VQ-VAE / VQGAN tokenizers (methods vqvae, vqgan)
 
 
 def build_net(name: str, **kwargs):

@@ -48,6 +48,36 @@ class Block(nn.Module):
         return self.skip(x) + self.body(x)
 
 
+def encoder_stack(in_channels: int, widths: list[int], num_res_blocks: int, out_channels: int) -> nn.Sequential:
+    """The LDM encoder's conv stack: level i has width widths[i] and num_res_blocks Blocks, a Downsample between
+    levels (f = 2**(len(widths) - 1)), then a middle Block, GroupNorm-SiLU and a conv to out_channels maps."""
+    enc: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
+    ch = widths[0]
+    for i, w in enumerate(widths):
+        for _ in range(num_res_blocks):
+            enc.append(Block(ch, w))
+            ch = w
+        if i < len(widths) - 1:
+            enc.append(Downsample(ch))
+    enc += [Block(ch, ch), group_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1)]
+    return nn.Sequential(*enc)
+
+
+def decoder_stack(in_channels: int, widths: list[int], num_res_blocks: int, out_channels: int) -> nn.Sequential:
+    """The mirror of encoder_stack: a conv from in_channels latent maps, a middle Block, the levels from the
+    widest up with an Upsample between them, GroupNorm-SiLU and a last conv to out_channels (pixels)."""
+    ch = widths[-1]
+    dec: list[nn.Module] = [nn.Conv2d(in_channels, ch, 3, padding=1), Block(ch, ch)]
+    for i, w in reversed(list(enumerate(widths))):
+        for _ in range(num_res_blocks):
+            dec.append(Block(ch, w))
+            ch = w
+        if i > 0:
+            dec.append(Upsample(ch))
+    dec += [group_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1)]
+    return nn.Sequential(*dec)
+
+
 class AutoencoderKL(ConfigMixin, nn.Module):
     """Level i works at image_size / 2**i with base_channels * channel_mults[i] channels and
     `num_res_blocks` residual blocks; the encoder ends in 2 * latent_channels maps (mean, log-variance)."""
@@ -71,27 +101,8 @@ class AutoencoderKL(ConfigMixin, nn.Module):
         self.in_channels, self.image_size, self.latent_channels = in_channels, image_size, latent_channels
         self.latent_size = image_size // self.factor
         widths = [base_channels * m for m in mults]
-
-        enc: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
-        ch = widths[0]
-        for i, w in enumerate(widths):
-            for _ in range(num_res_blocks):
-                enc.append(Block(ch, w))
-                ch = w
-            if i < len(widths) - 1:
-                enc.append(Downsample(ch))
-        enc += [Block(ch, ch), group_norm(ch), nn.SiLU(), nn.Conv2d(ch, 2 * latent_channels, 3, padding=1)]
-        self.encoder = nn.Sequential(*enc)
-
-        dec: list[nn.Module] = [nn.Conv2d(latent_channels, ch, 3, padding=1), Block(ch, ch)]
-        for i, w in reversed(list(enumerate(widths))):
-            for _ in range(num_res_blocks):
-                dec.append(Block(ch, w))
-                ch = w
-            if i > 0:
-                dec.append(Upsample(ch))
-        dec += [group_norm(ch), nn.SiLU(), nn.Conv2d(ch, in_channels, 3, padding=1)]
-        self.decoder = nn.Sequential(*dec)
+        self.encoder = encoder_stack(in_channels, widths, num_res_blocks, 2 * latent_channels)
+        self.decoder = decoder_stack(latent_channels, widths, num_res_blocks, in_channels)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
