@@ -162,6 +162,17 @@ def shapes_vqvae() -> Config:
     )
 
 
+def shapes_vqgan() -> Config:
+    """VQGAN (Esser et al. 2021) at shapes-vqvae's token grid and codebook (8x8 tokens, 256 EMA codes): L1 +
+    perceptual[shapes-eval] reconstruction, PatchGAN hinge loss with eq. 7's adaptive weight from step 300."""
+    c = shapes_vqvae()
+    c.description = "VQGAN tokenizer on shapes (32x32 -> 8x8 tokens, 256 codes, EMA-VQ), L1 + perceptual + PatchGAN"
+    c.net.options["discriminator"] = {"base_channels": 32, "num_layers": 2}
+    c.method = MethodConfig("vqgan", {"recon": "l1", "perceptual_weight": 1.0, "disc_weight": 0.8, "disc_start": 300})
+    c.train.betas = [0.5, 0.9]  # the VQGAN authors' Adam betas for both optimizers
+    return c
+
+
 def digits_cold_blur() -> Config:
     """Class-conditional cold diffusion (Bansal et al. 2022) with the blur degradation on 8x8 digits."""
     c = digits_flow()
@@ -233,6 +244,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "shapes-vae": shapes_vae,
     "shapes-beta-vae": shapes_beta_vae,
     "shapes-vqvae": shapes_vqvae,
+    "shapes-vqgan": shapes_vqgan,
     "digits-ncsn": digits_ncsn,
     "digits-edm": digits_edm,
     "digits-cold-blur": digits_cold_blur,

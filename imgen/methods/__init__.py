@@ -10,6 +10,7 @@ from imgen.methods.latent import latent
 from imgen.methods.normalizing_flow import normalizing_flow
 from imgen.methods.unclip import unclip_decoder, unclip_prior
 from imgen.methods.vae import vae
+from imgen.methods.vqgan import vqgan
 from imgen.methods.vqvae import vqvae
 
 METHODS = dict(DENOISING_METHODS)  # ddpm, flow_matching, ncsn, edm, reflow
@@ -20,7 +21,7 @@ METHODS["vae"] = vae  # VAE, beta-VAE, plain AE (beta = 0)
 METHODS["attribute_classifier"] = attribute_classifier  # imgen's evaluator nets (scripts/train_evaluators.py)
 METHODS.update(clip=clip_method, unclip_prior=unclip_prior, unclip_decoder=unclip_decoder)  # CLIP and unCLIP stages
 METHODS["normalizing_flow"] = normalizing_flow  # RealNVP, Glow: exact likelihood, own sampler
-METHODS["vqvae"] = vqvae  # image tokenizers (net vqvae)
+METHODS.update(vqvae=vqvae, vqgan=vqgan)  # image tokenizers (net vqvae)
 
 
 def build_method(name: str, **kwargs):
