@@ -1,4 +1,4 @@
-"""`imgen` command line: presets, train, sample, generate, eval, demo.
+"""`imgen` command line: presets, train, sample, generate, serve, eval, demo.
 
 Bad input ends with one line `imgen: error: ...` naming the problem and the fix (exit code 2).
 """
@@ -142,6 +142,20 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from imgen.web.app import serve
+
+    dirs = {}
+    for name_or_dir in args.model or [None]:
+        path = resolve_model(name_or_dir)
+        name = name_or_dir if name_or_dir and not Path(name_or_dir).is_dir() else path.name
+        while name in dirs:  # two directories of one base name
+            name += "'"
+        dirs[name] = path
+    serve(dirs, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from imgen.demo import run_demo
 
@@ -232,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the grid PNG")
     s.set_defaults(fn=cmd_generate)
+
+    s = sub.add_parser("serve", help="a web page to sample models in the browser (needs `pip install 'imgen[web]'`)")
+    s.add_argument("--model", action="append", metavar="NAME_OR_DIR",
+                   help="a shipped model name or a model directory; repeat for several (default: the shipped "
+                        "text-to-image model)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    s.add_argument("--port", type=int, default=7860)
+    s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("demo", help="train a small model on built-in data and write a report")
     s.add_argument("--out", default="imgen-demo", help="folder for the model and the report")

@@ -1,0 +1,257 @@
+"""`imgen serve`: a gradio page over imgen models. Tabs: text-to-image (a text model), sampling (a class-conditional
+or unconditional model), latent interpolation (an autoencoder or VAE; imgen.apps.latent), each present only when a
+model of its kind is served. Offline: no analytics, no share tunnel, fonts and scripts from the gradio package
+itself; 127.0.0.1 unless told. Bounded by imgen.web.limits.Limits (queue, n, steps, prompt, uploads).
+
+Every image is a PNG whose text chunk "imgen" holds its settings as JSON (model, prompt, sampler, steps, seed ...).
+"""
+from __future__ import annotations
+
+import html
+import inspect
+import json
+import os
+import threading
+import warnings
+from pathlib import Path
+
+from imgen import __version__
+from imgen.errors import ImgenError
+from imgen.web.limits import Limits, check_count, check_prompt, check_seed, read_upload
+
+# Set before gradio is imported: no telemetry, no version check, no hub look-ups.
+OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+               "GRADIO_SSR_MODE": "False", "GRADIO_SHARE": "False"}
+SAMPLERS = ("euler", "heun", "dpmpp_2m", "midpoint", "ddim", "ddpm", "edm")  # those `imgen generate` offers
+PIXELATED_CSS = ".imgen-gallery img { image-rendering: pixelated; }"
+
+
+def _gradio():
+    os.environ.update(OFFLINE_ENV)
+    try:
+        import gradio as gr
+    except ImportError:
+        raise ImgenError("the web UI needs gradio; install it with `pip install 'imgen[web]'`") from None
+    return gr
+
+
+def model_kinds(model) -> set[str]:
+    """The tabs a loaded imgen Model belongs to: "text", "sample" (class-conditional or unconditional images),
+    "latent" (an autoencoder or VAE with encode/decode)."""
+    if model.is_text:
+        return {"text"}
+    kinds = set()
+    if len(model.shape) == 3 and not model.is_tokenizer and hasattr(model.net, "encode") and hasattr(model.net, "decode"):
+        kinds.add("latent")
+    elif len(model.shape) == 3 and (model.num_classes is not None or hasattr(model.method, "denoiser")
+                                    or hasattr(model.method, "sample")):
+        kinds.add("sample")
+    return kinds
+
+
+def _pngs(x, settings: dict) -> list:
+    """(N, C, H, W) in [-1, 1] -> PIL images whose PNG text chunk "imgen" holds the settings and the image index
+    (gradio's Gallery(format="png") keeps str entries of img.info as PNG tEXt chunks)."""
+    from imgen.images import to_pil
+
+    images = []
+    for i, img in enumerate(to_pil(x)):
+        img.info["imgen"] = json.dumps({**settings, "index": i, "imgen_version": __version__}, sort_keys=True)
+        img.info["Software"] = f"imgen {__version__}"
+        images.append((img, f"#{i} seed {settings.get('seed')}"))
+    return images
+
+
+class App:
+    """The loaded models and the request handlers (plain methods raising ImgenError; build() wraps them)."""
+
+    def __init__(self, models: dict, limits: Limits = Limits()):
+        self.models, self.limits = models, limits
+        self.kinds = {name: model_kinds(m) for name, m in models.items()}
+        useless = [name for name, k in self.kinds.items() if not k]
+        if useless:
+            raise ImgenError(f"the web UI has no tab for model {useless[0]!r} ({models[useless[0]].config.method.name}); "
+                             "serve a text-to-image, class-conditional, unconditional image or autoencoder model")
+        self.lock = threading.Lock()  # torch models are not re-entrant: one sampling at a time per process
+
+    def names(self, kind: str) -> list[str]:
+        return [name for name, k in self.kinds.items() if kind in k]
+
+    def _model(self, name, kind: str):
+        if name not in self.names(kind):
+            raise ImgenError(f"unknown model {name!r}; choose one of {', '.join(self.names(kind))}")
+        return self.models[name]
+
+    def _sampling(self, steps, seed, sampler):
+        lim = self.limits
+        steps = check_count(steps, "steps", lim.max_steps)
+        if sampler not in SAMPLERS:
+            raise ImgenError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        return steps, check_seed(seed)
+
+    def text_to_image(self, model_name, prompt, negative, cfg, steps, sampler, seed, n, progress=None):
+        model = self._model(model_name, "text")
+        prompt = check_prompt(prompt, "prompt", self.limits)
+        negative = check_prompt(negative, "negative prompt", self.limits, required=False)
+        n = check_count(n, "number of images", self.limits.max_n)
+        steps, seed = self._sampling(steps, seed, sampler)
+        cfg = float(cfg)
+        with self.lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            x = model.generate([prompt], n=n, negative=negative, sampler=sampler, steps=steps, cfg=cfg, seed=seed,
+                               callback=_step_callback(progress, steps))
+        return _pngs(x, {"model": model_name, "prompt": prompt, "negative": negative, "cfg": cfg, "steps": steps,
+                         "sampler": sampler, "seed": seed, "n": n})
+
+    def sample(self, model_name, label, cfg, steps, sampler, seed, n, progress=None):
+        model = self._model(model_name, "sample")
+        n = check_count(n, "number of images", self.limits.max_n)
+        steps, seed = self._sampling(steps, seed, sampler)
+        labels = None
+        if model.num_classes is not None and label not in (None, "", "all"):
+            labels = check_count(float(label) + 1, "class label + 1", model.num_classes) - 1
+        cfg = float(cfg) if model.num_classes is not None else 1.0
+        opts = {} if hasattr(model.method, "sample") else {"sampler": sampler, "cfg": cfg}
+        with self.lock:
+            x = model.sample(n, labels=labels, steps=steps, seed=seed, callback=_step_callback(progress, steps), **opts)
+        return _pngs(x, {"model": model_name, "label": labels if labels is not None else "all", "steps": steps,
+                         "seed": seed, "n": n, **opts})
+
+    def interpolate(self, model_name, file_a, file_b, frames, mode, progress=None):
+        from imgen.apps.latent import MODES, interpolate
+
+        model = self._model(model_name, "latent")
+        frames = check_count(frames, "frames", 16)
+        if frames < 2:
+            raise ImgenError("frames must be at least 2 (both ends)")
+        if mode not in MODES:
+            raise ImgenError(f"unknown interpolation mode {mode!r}; choose one of {', '.join(MODES)}")
+        c, size = model.shape[0], model.shape[1]
+        x_a = read_upload(file_a, self.limits, c, size, "image A")
+        x_b = read_upload(file_b, self.limits, c, size, "image B")
+        with self.lock:
+            x = interpolate(model, x_a, x_b, steps=frames, mode=mode)
+        return _pngs(x, {"model": model_name, "application": "latent interpolation", "frames": frames, "mode": mode,
+                         "seed": None})
+
+
+def _step_callback(progress, steps: int):
+    """A sampler callback that moves gradio's progress bar once per step."""
+    if progress is None:
+        return None
+    progress((0, steps), desc="sampling", unit="steps")
+    return lambda info: progress((min(info["i"] + 1, steps), steps), desc="sampling", unit="steps")
+
+
+def _in_page(fn):
+    """Run a handler; bad input (ImgenError) becomes a gr.Error: a message in the page, the server keeps serving."""
+    gr = _gradio()
+
+    def wrapped(*args):  # gradio passes the inputs, then its Progress tracker in the `progress` slot
+        try:
+            return fn(*args)
+        except ImgenError as e:
+            raise gr.Error(html.escape(str(e), quote=False), print_exception=False) from None  # shown as HTML
+    sig = inspect.signature(fn)
+    wrapped.__signature__ = sig.replace(parameters=[p.replace(default=gr.Progress()) if p.name == "progress" else p
+                                                    for p in sig.parameters.values()])
+    wrapped.__name__ = fn.__name__
+    return wrapped
+
+
+def build(app: App):
+    """The gradio Blocks of `app` (not launched)."""
+    gr = _gradio()
+    lim = app.limits
+    with gr.Blocks(title="imgen", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
+        gr.Markdown(f"## imgen {__version__}\nModels: " + ", ".join(f"`{n}`" for n in app.models))
+        if app.names("text"):
+            names = app.names("text")
+            defaults = app.models[names[0]].config.sample
+            with gr.Tab("Text to image"):
+                with gr.Row():
+                    with gr.Column():
+                        model = gr.Dropdown(names, value=names[0], label="model", visible=len(names) > 1)
+                        prompt = gr.Textbox(label="prompt", placeholder="a red circle in the top left",
+                                            max_length=lim.max_prompt_chars, elem_id="prompt")
+                        negative = gr.Textbox(label="negative prompt", max_length=lim.max_prompt_chars)
+                        with gr.Row():
+                            cfg = gr.Slider(1.0, 10.0, value=defaults.cfg, step=0.5, label="guidance (cfg)")
+                            steps = gr.Slider(1, lim.max_steps, value=defaults.steps, step=1, label="steps")
+                        with gr.Row():
+                            sampler = gr.Dropdown(list(SAMPLERS), value=defaults.sampler if defaults.sampler in SAMPLERS
+                                                  else SAMPLERS[0], label="sampler")
+                            seed = gr.Number(0, precision=0, minimum=0, label="seed")
+                            n = gr.Slider(1, lim.max_n, value=4, step=1, label="images")
+                        go = gr.Button("Generate", variant="primary", elem_id="generate")
+                    gallery = gr.Gallery(label="images (PNG with settings)", format="png", columns=4,
+                                         elem_classes="imgen-gallery", elem_id="t2i-gallery")
+                inputs = [model, prompt, negative, cfg, steps, sampler, seed, n]
+                go.click(_in_page(app.text_to_image), inputs, gallery, api_name="text_to_image")
+                prompt.submit(_in_page(app.text_to_image), inputs, gallery, api_name=False)
+        if app.names("sample"):
+            names = app.names("sample")
+            first = app.models[names[0]]
+            classes = first.num_classes
+            with gr.Tab("Class-conditional" if classes else "Sample"):
+                with gr.Row():
+                    with gr.Column():
+                        model = gr.Dropdown(names, value=names[0], label="model", visible=len(names) > 1)
+                        label = gr.Dropdown(["all"] + [str(i) for i in range(classes or 0)], value="all",
+                                            label="class label (all: one of each in turn)", visible=bool(classes))
+                        with gr.Row():
+                            cfg = gr.Slider(1.0, 10.0, value=first.config.sample.cfg, step=0.5, label="guidance (cfg)",
+                                            visible=bool(classes))
+                            steps = gr.Slider(1, lim.max_steps, value=first.config.sample.steps, step=1, label="steps")
+                        with gr.Row():
+                            sampler = gr.Dropdown(list(SAMPLERS), value=first.config.sample.sampler
+                                                  if first.config.sample.sampler in SAMPLERS else SAMPLERS[0],
+                                                  label="sampler")
+                            seed = gr.Number(0, precision=0, minimum=0, label="seed")
+                            n = gr.Slider(1, lim.max_n, value=lim.max_n, step=1, label="images")
+                        go = gr.Button("Sample", variant="primary")
+                    gallery = gr.Gallery(label="images (PNG with settings)", format="png", columns=4,
+                                         elem_classes="imgen-gallery")
+                go.click(_in_page(app.sample), [model, label, cfg, steps, sampler, seed, n], gallery,
+                         api_name="sample")
+        if app.names("latent"):
+            names = app.names("latent")
+            with gr.Tab("Latent interpolation"):
+                with gr.Row():
+                    with gr.Column():
+                        model = gr.Dropdown(names, value=names[0], label="autoencoder", visible=len(names) > 1)
+                        types = [".png", ".jpg", ".jpeg", ".webp", ".bmp"]
+                        file_a = gr.File(label="image A", file_types=types, type="filepath")
+                        file_b = gr.File(label="image B", file_types=types, type="filepath")
+                        frames = gr.Slider(2, 16, value=8, step=1, label="frames")
+                        mode = gr.Radio(["linear", "slerp"], value="linear", label="interpolation")
+                        go = gr.Button("Interpolate", variant="primary")
+                    gallery = gr.Gallery(label="frames (PNG with settings)", format="png", columns=8,
+                                         elem_classes="imgen-gallery")
+                go.click(_in_page(app.interpolate), [model, file_a, file_b, frames, mode], gallery,
+                         api_name="interpolate")
+    demo.queue(default_concurrency_limit=lim.concurrency, max_size=lim.queue_size)
+    return demo
+
+
+def serve(model_dirs: dict, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(),
+          block: bool = True):
+    """Load the models ({name: directory}), build the page and serve it on host:port (blocking unless block=False;
+    then the launched Blocks is returned, close() it)."""
+    from imgen.model import load
+
+    gr = _gradio()
+    if not 1 <= port <= 65535:
+        raise ImgenError(f"--port must be in 1..65535, got {port}")
+    app = App({name: load(path) for name, path in model_dirs.items()}, limits)
+    demo = build(app)
+    try:
+        demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, max_file_size=limits.max_file_size,
+                    footer_links=[], ssr_mode=False, prevent_thread_lock=True, quiet=True, show_error=True,
+                    theme=gr.themes.Default(), css=PIXELATED_CSS, mcp_server=False)
+    except OSError as e:
+        raise ImgenError(f"cannot listen on {host}:{port} ({e}); pick a free port with --port") from None
+    print(f"imgen serve: {', '.join(app.models)} on http://{host}:{port} (Ctrl+C stops)", flush=True)
+    if block:
+        demo.block_thread()
+    return demo
