@@ -90,4 +90,4 @@ def read_upload(path, limits: Limits, channels: int, size: int, name: str = "ima
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         kind = "not an image" if isinstance(e, UnidentifiedImageError) else "a corrupt or truncated image"
         raise ImgenError(f"the {name} file is {kind} ({type(e).__name__}); upload a PNG or JPEG") from None
-    return adapt_images(from_uint8(np.asarray(img)[None]), channels, size)
+    return adapt_images(from_uint8(np.array(img)[None]), channels, size)
