@@ -238,18 +238,25 @@ def test_clip_save_load_round_trip(small_clip, tmp_path):
         CLIP.load(tmp_path)
 
 
-def test_twin_batches_differ_in_shape_or_colour_only_and_stay_in_train_pairs():
-    data = load_dataset("shapes", split="train", image_size=16)
-    n = 40
+def test_twin_batches_differ_in_one_stated_thing_and_stay_in_train_pairs():
+    data = load_dataset("shapes", split="train", image_size=16)  # one- and two-object scenes
+    n = 300
     batch = twin_batch(data, np.arange(n), np.random.default_rng(0))
     orig = data.get(np.arange(n))
     assert batch["image"].shape == (2 * n, 3, 16, 16)
     assert batch["caption"][:n] == orig["caption"] and torch.equal(batch["image"][:n], orig["image"])
     a = {k: v.numpy() for k, v in batch["attrs"].items()}
     diff = {k: a[k][:n] != a[k][n:] for k in a}
-    assert ((diff["shape"].astype(int) + diff["color"]) == 1).all()  # exactly one of the two changed
-    assert 10 < diff["shape"].sum() < 30  # both kinds of twin occur
-    assert not any(diff[k].any() for k in a if k not in ("shape", "color"))
+    swap_c = diff["color"] & diff["color2"] & (a["color"][n:] == a["color2"][:n]) & (a["color2"][n:] == a["color"][:n])
+    swap_s = diff["shape"] & diff["shape2"] & (a["shape"][n:] == a["shape2"][:n]) & (a["shape2"][n:] == a["shape"][:n])
+    single = {k: diff[k] & ~swap_c & ~swap_s for k in ("shape", "color", "bg")}
+    kinds = np.stack([single["shape"], single["color"], single["bg"], swap_c, swap_s], 1)
+    assert (kinds.sum(1) == 1).all()  # exactly one kind of change per twin
+    assert (kinds.sum(0) > 10).all()  # every kind occurs
+    changed = {k for k in a if k not in ("shape", "color", "bg", "shape2", "color2") and diff[k].any()}
+    assert not changed
+    stated_bg = np.array([s.find("background") >= 0 for s in orig["caption"]])
+    assert not (single["bg"] & ~stated_bg).any()  # the background changes only where the caption names it
     pairs = {(SHAPES[s], COLOR_NAMES[c]) for s, c in zip(a["shape"], a["color"])}
     assert not pairs & set(HELDOUT_PAIRS)
     assert all(x != y for x, y in zip(batch["caption"][:n], batch["caption"][n:]))

@@ -364,19 +364,28 @@ class ShapesDataset:
 
 
 def twin_batch(data, idx: np.ndarray, rng: np.random.Generator) -> dict:
-    """Items `idx` of a shapes stream followed by one counterfactual twin each: the same scene and caption with
-    the main object's shape or colour changed (to another train pair), so a batch holds hard negatives that
-    only shape or only colour tells apart (hard negatives for compositional CLIP: Yuksekgonul et al. 2023,
-    NegCLIP; here both the image and the caption of the negative are real). -> {"image", "caption", "attrs"}."""
+    """Items `idx` of a shapes stream followed by one counterfactual twin each: the same scene with one stated thing
+    changed, the caption rewritten to match, so a batch holds hard negatives that only that thing tells apart (hard
+    negatives for compositional CLIP: Yuksekgonul et al. 2023, NegCLIP; here both the image and the caption of the
+    negative are real). The change is drawn uniformly from those that apply: the main object's shape or colour (to
+    another train pair); the background, when the caption names it; and in a two-object scene the two objects'
+    colours or shapes swapped (attribute binding: "a red circle and a blue square" vs "a blue circle and a red
+    square"). Only stated attributes change, so a twin's caption always differs. -> {"image", "caption", "attrs"}."""
     a = data.attributes(idx)
     twin = {k: v.copy() for k, v in a.items()}
     heldout = {(SHAPES.index(s), COLOR_NAMES.index(c)) for s, c in HELDOUT_PAIRS}
     for i in range(len(idx)):
-        shape, color = int(a["shape"][i]), int(a["color"][i])
-        if rng.random() < 0.5:
-            options = [("shape", s) for s in range(len(SHAPES)) if s != shape and (s, color) not in heldout]
-        else:
-            options = [("color", c) for c in range(len(COLOR_NAMES)) if c != color and (shape, c) not in heldout]
-        key, value = options[rng.integers(len(options))]
-        twin[key][i] = value
+        shape, color, two = int(a["shape"][i]), int(a["color"][i]), int(a["n_objects"][i]) == 2
+        options = [[{"shape": s} for s in range(len(SHAPES)) if s != shape and (s, color) not in heldout],
+                   [{"color": c} for c in range(len(COLOR_NAMES)) if c != color and (shape, c) not in heldout]]
+        if "bg" in stated_attributes(int(a["template"][i]), int(a["n_objects"][i])):
+            options.append([{"bg": b} for b in range(len(BACKGROUNDS)) if b != a["bg"][i]])
+        shape2, color2 = int(a["shape2"][i]), int(a["color2"][i])
+        if two and color2 != color and (shape, color2) not in heldout:
+            options.append([{"color": color2, "color2": color}])
+        if two and shape2 != shape and (shape2, color) not in heldout:
+            options.append([{"shape": shape2, "shape2": shape}])
+        kind = options[rng.integers(len(options))]
+        for key, value in kind[rng.integers(len(kind))].items():
+            twin[key][i] = value
     return data.scenes({k: np.concatenate([a[k], twin[k]]) for k in a})
