@@ -2,6 +2,8 @@
 
     PatchDiscriminator    pix2pix's PatchGAN (Isola et al. 2017, sec. 3.2.2 and app. 6.1.2): a conv stack whose
                           output is a grid of logits, one per overlapping image patch, so it judges local texture
+Any discriminator may wrap its convs in spectral normalisation (Miyato et al. 2018) with `spectral_norm=True`, via
+torch's parametrization (imgen.nn.discriminator.spectral_normed).
 """
 from __future__ import annotations
 
@@ -11,6 +13,15 @@ from torch import nn
 from imgen.errors import ImgenError, check_int
 
 NORMS = ("batch", "instance", "none")
+
+
+def spectral_normed(module: nn.Module) -> nn.Module:
+    """`module` with every Conv2d/Linear/Embedding weight divided by its largest singular value (Miyato et al. 2018,
+    eq. 8; one power iteration per forward in training), through torch.nn.utils.parametrizations.spectral_norm."""
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            nn.utils.parametrizations.spectral_norm(m)
+    return module
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -25,9 +36,11 @@ class PatchDiscriminator(nn.Module):
     """C(base)-C(2 base)-...: 4x4 convs with LeakyReLU(0.2), stride 2 for the first num_layers, then one stride-1
     conv and a stride-1 conv to one logit map (pix2pix app. 6.1.2; num_layers=3 is the 70x70 PatchGAN). Widths
     double per layer up to 8 * base_channels. No norm after the first conv; weights N(0, 0.02), norm scales
-    N(1, 0.02), as pix2pix initialises them. forward: images (B, C, H, W) -> logits (B, 1, h, w)."""
+    N(1, 0.02), as pix2pix initialises them; spectral_norm=True wraps every conv (use it with norm="none", as
+    SNGAN does). forward: images (B, C, H, W) -> logits (B, 1, h, w)."""
 
-    def __init__(self, in_channels: int = 3, base_channels: int = 64, num_layers: int = 3, norm: str = "batch"):
+    def __init__(self, in_channels: int = 3, base_channels: int = 64, num_layers: int = 3, norm: str = "batch",
+                 spectral_norm: bool = False):
         super().__init__()
         check_int(in_channels, "PatchDiscriminator in_channels")
         check_int(base_channels, "PatchDiscriminator base_channels")
@@ -49,6 +62,8 @@ class PatchDiscriminator(nn.Module):
             elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)):
                 nn.init.normal_(m.weight, 1.0, 0.02)
                 nn.init.zeros_(m.bias)
+        if spectral_norm:
+            spectral_normed(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
