@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import imgen
 from conftest import kill9_and_rerun
@@ -112,3 +113,109 @@ def test_bad_tokens_images_options_and_sampling_get_one_clear_error(vq_dir, caps
         build_method("vqvae", recon="l3")
     with pytest.raises(ImgenError, match="needs an image tokenizer"):
         imgen.load("shapes-ae").token_grid
+
+
+def test_vqgan_adaptive_weight_is_the_ratio_of_the_two_gradient_norms_at_the_last_layer():
+    from imgen.methods.vqgan import adaptive_weight
+
+    torch.manual_seed(0)
+    layer = torch.nn.Conv2d(4, 3, 3, padding=1)
+    out = layer(torch.randn(2, 4, 5, 5))
+    rec, gan = out.abs().mean(), -(3 * out).sigmoid().mean()
+    g_rec = torch.autograd.grad(rec, layer.weight, retain_graph=True)[0].flatten()
+    g_gan = torch.autograd.grad(gan, layer.weight, retain_graph=True)[0].flatten()
+    expected = torch.sqrt((g_rec ** 2).sum()) / (torch.sqrt((g_gan ** 2).sum()) + 1e-4)  # Esser et al. eq. 7
+    lam = adaptive_weight(rec, gan, layer.weight)
+    assert not lam.requires_grad and torch.allclose(lam, expected, rtol=1e-5)
+    # the weighted GAN gradient at the last layer then has the reconstruction gradient's norm
+    assert torch.allclose((lam * g_gan).norm(), g_rec.norm(), rtol=1e-3)
+
+
+def test_hinge_losses_and_the_differentiable_perceptual_loss_match_their_formulas():
+    from imgen.methods.gan_losses import hinge_discriminator_loss, hinge_generator_loss
+    from imgen.metrics import load_evaluator, perceptual_distance
+    from imgen.metrics.perceptual import perceptual_loss
+
+    real, fake = torch.tensor([2.0, 0.0]), torch.tensor([-2.0, 0.5])
+    assert hinge_discriminator_loss(real, fake).item() == pytest.approx(0.5 * (0.5 + 0.75))
+    assert hinge_generator_loss(fake).item() == pytest.approx(0.75)
+    ev = load_evaluator("shapes-eval")
+    a, b = images(4, 32), images(4, 32, seed=2)
+    a.requires_grad_(True)
+    loss = perceptual_loss(a, b, ev.net)
+    assert torch.allclose(loss.double(), perceptual_distance(a.detach(), b, ev), rtol=1e-5)
+    loss.sum().backward()
+    assert a.grad.abs().sum() > 0 and not any(p.grad is not None for p in ev.net.parameters())
+
+
+def test_vqgan_discriminator_waits_for_disc_start_then_trains(tmp_path):
+    cfg = tiny_config(steps=3, method="vqgan", disc_start=3)
+    t = Trainer(cfg, tmp_path / "g", progress=False)
+    d0 = {k: v.clone() for k, v in t.net.discriminator.state_dict().items()}
+    e0 = {k: v.clone() for k, v in t.net.encoder.state_dict().items()}
+    t.fit()
+    assert all(torch.equal(v, t.net.discriminator.state_dict()[k]) for k, v in d0.items())  # steps 0-2: untouched
+    assert not all(torch.equal(v, t.net.encoder.state_dict()[k]) for k, v in e0.items())
+    cfg.train.steps = 5
+    t = Trainer(cfg, tmp_path / "g", progress=False)
+    t.fit()  # steps 3-4: hinge loss on the discriminator, adaptive-weighted GAN term on the autoencoder
+    assert not all(torch.equal(v, t.net.discriminator.state_dict()[k]) for k, v in d0.items())
+    log = [json.loads(line) for line in (tmp_path / "g" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["loss_discriminator"] == 0 and log[-1]["loss_discriminator"] > 0
+    no_disc = tiny_config(steps=3, method="vqgan")
+    no_disc.net.options.pop("discriminator")
+    with pytest.raises(ImgenError, match="net.options.discriminator"):
+        Trainer(no_disc, tmp_path / "h", progress=False)
+
+
+def test_kill_9_and_rerun_of_a_vqgan_is_byte_identical_to_an_uninterrupted_run(tmp_path):
+    cfg = tmp_path / "vqgan.json"
+    cfg.write_text(json.dumps(tiny_config(steps=20, method="vqgan", disc_start=8).to_dict()))
+    cmd = [sys.executable, "-m", "imgen", "train", str(cfg), "--quiet", "--out"]
+    out = tmp_path / "killed"
+    assert kill9_and_rerun(cmd, tmp_path / "straight", out, kills=1) >= 1
+    assert json.loads((out / "train_state.json").read_text())["step"] == 20
+    for name in ("model.safetensors", "ema.safetensors"):
+        assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+    # both optimizers' states too (compared as tensors: safetensors writes metadata keys in no fixed order)
+    a, b = (load_file(d / "train_state.safetensors") for d in (out, tmp_path / "straight"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(k.startswith("opt[discriminator].") for k in a)
+
+
+@pytest.fixture(scope="module")
+def shapes_tokenizers(tmp_path_factory):
+    """shapes-vqvae and shapes-vqgan at 250 steps (a quarter of their budgets; disc_start scaled alike)."""
+    from imgen.presets import get_preset
+
+    dirs = {}
+    for preset in ("shapes-vqvae", "shapes-vqgan"):
+        cfg = get_preset(preset)
+        cfg.train.steps = 250
+        if "disc_start" in cfg.method.options:
+            cfg.method.options["disc_start"] //= 4
+        dirs[preset] = tmp_path_factory.mktemp(preset) / "model"
+        train(cfg, dirs[preset], progress=False)
+    return {k: imgen.load(v) for k, v in dirs.items()}
+
+
+@pytest.mark.slow
+def test_shapes_tokenizers_reconstruct_held_out_scenes_and_vqgan_has_the_lower_fid(shapes_tokenizers):
+    from imgen.metrics import load_evaluator, psnr
+    from imgen.metrics.fid import fid
+    from imgen.nn.quantize import codebook_stats
+
+    x, ev = images(1000, 32, seed=1), load_evaluator("shapes-eval")  # the training scenes are seed 0
+    scores = {}
+    for name, m in shapes_tokenizers.items():
+        assert m.token_grid == (8, 8) and m.vocab_size == 256
+        ids = m.encode_tokens(x)
+        x_hat = m.decode_tokens(ids)
+        again = m.encode_tokens(x_hat)  # re-encoding the decoded grid gives back many of its tokens (chance: 1/256)
+        scores[name] = {"psnr": psnr(x_hat, x).mean().item(), **codebook_stats(ids, 256),
+                        "fid": fid(ev.features(x_hat), ev.features(x)), "same": (again == ids).float().mean().item()}
+    print(scores)
+    vqvae, vqgan = scores["shapes-vqvae"], scores["shapes-vqgan"]
+    assert vqvae["psnr"] > 19.5 and vqvae["usage"] > 0.9 and vqvae["same"] > 0.25, vqvae
+    assert vqgan["psnr"] > 17.5 and vqgan["usage"] > 0.75 and vqgan["same"] > 0.25, vqgan
+    assert vqgan["fid"] < 0.8 * vqvae["fid"], scores
