@@ -169,6 +169,13 @@ def test_round_trip_prompt_to_pngs_with_their_settings(server):
     assert images[0].std() > 5 and not np.array_equal(images[0], images[1])
     again = _t2i(client, "a red circle in the top left", seed=7, n=2)  # same seed, same images
     assert all(np.array_equal(a, np.asarray(Image.open(o["image"]))) for a, o in zip(images, again))
+    job = client.submit(T2I, "a blue square", "", 3.0, 100, "euler", 0, 4, api_name="/text_to_image")
+    seen = []
+    while not job.done():  # the page's progress bar: one update per sampler step
+        seen += [(p.index, p.length, p.unit) for p in job.status().progress_data or []]
+        time.sleep(0.02)
+    assert job.result() and len(seen) >= 3 and all(length == 100 and unit == "steps" for _, length, unit in seen)
+    assert [i for i, _, _ in seen] == sorted(i for i, _, _ in seen) and seen[-1][0] > seen[0][0]
     from imgen.model import load
     local = load(T2I).generate(["a red circle in the top left"], n=2, sampler="euler", steps=4, cfg=3.0, seed=7)
     from imgen.images import to_uint8
@@ -182,7 +189,8 @@ def test_bad_requests_get_a_message_and_the_server_keeps_serving(server, tmp_pat
     client = Client(url, verbose=False)
     for args, message in (((" ",), "the prompt is empty"), (("x" * 201,), "more than this server's limit of 200"),
                           (("a circle", 0, 2, 4, "", "nope"), "nope is not in the list of choices"),
-                          (("a circle", 0, 9), "greater than maximum"), (("a circle", -1), "less than minimum value 0"), (("a circle", 2 ** 64), "seed must be")):
+                          (("a circle", 0, 9), "greater than maximum"), (("a circle", -1), "less than minimum value 0"),
+                          (("a circle", 2 ** 64), "seed must be")):
         with pytest.raises(Exception, match=message):
             _t2i(client, *args)
     (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 100)

@@ -41,10 +41,11 @@ def model_kinds(model) -> set[str]:
     if model.is_text:
         return {"text"}
     kinds = set()
-    if len(model.shape) == 3 and not model.is_tokenizer and hasattr(model.net, "encode") and hasattr(model.net, "decode"):
+    images = len(model.shape) == 3
+    if images and not model.is_tokenizer and hasattr(model.net, "encode") and hasattr(model.net, "decode"):
         kinds.add("latent")
-    elif len(model.shape) == 3 and (model.num_classes is not None or hasattr(model.method, "denoiser")
-                                    or hasattr(model.method, "sample")):
+    elif images and (model.num_classes is not None or hasattr(model.method, "denoiser")
+                     or hasattr(model.method, "sample")):
         kinds.add("sample")
     return kinds
 
@@ -70,7 +71,8 @@ class App:
         self.kinds = {name: model_kinds(m) for name, m in models.items()}
         useless = [name for name, k in self.kinds.items() if not k]
         if useless:
-            raise ImgenError(f"the web UI has no tab for model {useless[0]!r} ({models[useless[0]].config.method.name}); "
+            method = models[useless[0]].config.method.name
+            raise ImgenError(f"the web UI has no tab for model {useless[0]!r} (method {method}); "
                              "serve a text-to-image, class-conditional, unconditional image or autoencoder model")
         self.lock = threading.Lock()  # torch models are not re-entrant: one sampling at a time per process
 
@@ -185,7 +187,7 @@ def build(app: App):
                             n = gr.Slider(1, lim.max_n, value=4, step=1, label="images")
                         go = gr.Button("Generate", variant="primary", elem_id="generate")
                     gallery = gr.Gallery(label="images (PNG with settings)", format="png", columns=4,
-                                         elem_classes="imgen-gallery", elem_id="t2i-gallery")
+                                         object_fit="contain", elem_classes="imgen-gallery", elem_id="t2i-gallery")
                 inputs = [model, prompt, negative, cfg, steps, sampler, seed, n]
                 go.click(_in_page(app.text_to_image), inputs, gallery, api_name="text_to_image")
                 prompt.submit(_in_page(app.text_to_image), inputs, gallery, api_name=False)
@@ -211,7 +213,7 @@ def build(app: App):
                             n = gr.Slider(1, lim.max_n, value=lim.max_n, step=1, label="images")
                         go = gr.Button("Sample", variant="primary")
                     gallery = gr.Gallery(label="images (PNG with settings)", format="png", columns=4,
-                                         elem_classes="imgen-gallery")
+                                         object_fit="contain", elem_classes="imgen-gallery")
                 go.click(_in_page(app.sample), [model, label, cfg, steps, sampler, seed, n], gallery,
                          api_name="sample")
         if app.names("latent"):
@@ -227,7 +229,7 @@ def build(app: App):
                         mode = gr.Radio(["linear", "slerp"], value="linear", label="interpolation")
                         go = gr.Button("Interpolate", variant="primary")
                     gallery = gr.Gallery(label="frames (PNG with settings)", format="png", columns=8,
-                                         elem_classes="imgen-gallery")
+                                         object_fit="contain", elem_classes="imgen-gallery")
                 go.click(_in_page(app.interpolate), [model, file_a, file_b, frames, mode], gallery,
                          api_name="interpolate")
     demo.queue(default_concurrency_limit=lim.concurrency, max_size=lim.queue_size)
@@ -246,9 +248,9 @@ def serve(model_dirs: dict, host: str = "127.0.0.1", port: int = 7860, limits: L
     app = App({name: load(path) for name, path in model_dirs.items()}, limits)
     demo = build(app)
     try:
-        demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, max_file_size=limits.max_file_size,
-                    footer_links=[], ssr_mode=False, prevent_thread_lock=True, quiet=True, show_error=True,
-                    theme=gr.themes.Default(), css=PIXELATED_CSS, mcp_server=False)
+        demo.launch(server_name=host, server_port=port, share=False, inbrowser=False,
+                    max_file_size=limits.max_file_size, footer_links=[], ssr_mode=False, prevent_thread_lock=True,
+                    quiet=True, show_error=True, theme=gr.themes.Default(), css=PIXELATED_CSS, mcp_server=False)
     except OSError as e:
         raise ImgenError(f"cannot listen on {host}:{port} ({e}); pick a free port with --port") from None
     print(f"imgen serve: {', '.join(app.models)} on http://{host}:{port} (Ctrl+C stops)", flush=True)
