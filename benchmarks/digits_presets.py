@@ -54,8 +54,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "digits_presets.json"
 def digits_presets() -> list[str]:
     """The registry's class-conditional digits presets (data 'digits', a label per image)."""
     # unconditional likelihood models (digits-realnvp, digits-glow) are measured in benchmarks/likelihood.py
+    # and GANs (digits-dcgan, digits-cgan, digits-wgan-gp) in benchmarks/gans.py
     return [name for name in PRESETS if get_preset(name).data.name == "digits"
-            and get_preset(name).method.name != "normalizing_flow"]
+            and get_preset(name).method.name not in ("normalizing_flow", "gan")]
 
 
 def real_digits_accuracy(seed: int = 0) -> float:

@@ -6,6 +6,7 @@ from imgen.methods.clip import clip_method
 from imgen.methods.cold import cold
 from imgen.methods.denoising import DENOISING_METHODS
 from imgen.methods.distill import progressive_distillation
+from imgen.methods.gan import gan
 from imgen.methods.latent import latent
 from imgen.methods.normalizing_flow import normalizing_flow
 from imgen.methods.unclip import unclip_decoder, unclip_prior
@@ -22,6 +23,7 @@ METHODS["attribute_classifier"] = attribute_classifier  # imgen's evaluator nets
 METHODS.update(clip=clip_method, unclip_prior=unclip_prior, unclip_decoder=unclip_decoder)  # CLIP and unCLIP stages
 METHODS["normalizing_flow"] = normalizing_flow  # RealNVP, Glow: exact likelihood, own sampler
 METHODS.update(vqvae=vqvae, vqgan=vqgan)  # image tokenizers (net vqvae)
+METHODS["gan"] = gan  # GANs: DCGAN, conditional (projection D), WGAN-GP (net gan)
 
 
 def build_method(name: str, **kwargs):

@@ -1,0 +1,123 @@
+"""Generative adversarial networks (Goodfellow et al. 2014): a discriminator D learns to tell data from the
+generator's samples G(z), and G learns to fool it. One training step of the Trainer runs the updates in turn:
+
+    ("discriminator", D's loss on a real batch and G(z) detached [+ gp_weight * WGAN-GP] [+ r1_weight / 2 * R1])
+        x n_critic (WGAN-GP trains the critic 5 times per generator step, Gulrajani et al. Algorithm 1)
+    ("generator", G's loss on D(G(z)); only G's optimizer steps)
+
+with the losses of imgen.methods.gan_losses by name (`loss`: minimax, nonsaturating, wgan, hinge). A conditional
+GAN (net option num_classes) draws G's labels from the real batch, so classes keep the data's frequencies. The
+Trainer keeps an EMA of the whole net; sampling uses the EMA generator: x = G(z), z ~ N(0, I).
+
+Diagnostics in each log line (window means, from log_stats): D's accuracy on real and fake (logit > 0 for the
+logistic and hinge losses; for a critic, the side of the midpoint of the two mean scores), the gradient penalty
+and the gradient norm on interpolates (WGAN-GP keeps it near 1), R1; the Trainer adds loss_discriminator,
+loss_generator and grad_norm_discriminator/grad_norm_generator.
+"""
+from __future__ import annotations
+
+import torch
+
+from imgen.errors import ImgenError, check_int
+from imgen.methods.gan_losses import LOSSES, gradient_penalty, r1_penalty
+
+
+class GANMethod:
+    def __init__(self, loss: str = "nonsaturating", gp_weight: float = 0.0, r1_weight: float = 0.0,
+                 n_critic: int = 1, d_lr_scale: float = 1.0):
+        if loss not in LOSSES:
+            raise ImgenError(f"gan loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        for name, value in (("gp_weight", gp_weight), ("r1_weight", r1_weight), ("d_lr_scale", d_lr_scale)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ImgenError(f"gan {name} must be a number >= 0, got {value!r}")
+        check_int(n_critic, "gan n_critic (discriminator steps per generator step)")
+        self.loss_name, self.gp_weight, self.r1_weight = loss, float(gp_weight), float(r1_weight)
+        self.n_critic, self.d_lr_scale = n_critic, float(d_lr_scale)
+        self.d_loss, self.g_loss = LOSSES[loss]
+        self._stats: dict[str, list[float]] = {}
+
+    # -- the Trainer's hooks ------------------------------------------------------------------------
+    def _check(self, net):
+        if not (hasattr(net, "generator") and hasattr(net, "discriminator") and hasattr(net, "latent_dim")):
+            raise ImgenError(f"method gan trains a GAN net (net name 'gan'), got {type(net).__name__}")
+        if self.gp_weight > 0 and any(isinstance(m, torch.nn.BatchNorm2d) for m in net.discriminator.modules()):
+            raise ImgenError("a gradient penalty needs a discriminator without batch norm (it penalises each "
+                             "sample's gradient); set net.options.d_norm to 'layer' or 'none'")
+
+    def optimizers(self, net, t) -> dict[str, torch.optim.Optimizer]:
+        self._check(net)
+        make = lambda params, lr: torch.optim.AdamW(params, lr=lr, betas=tuple(t.betas),  # noqa: E731
+                                                    weight_decay=t.weight_decay, eps=t.adam_eps)
+        return {"discriminator": make(net.discriminator.parameters(), t.lr * self.d_lr_scale),
+                "generator": make(net.generator.parameters(), t.lr)}
+
+    def updates(self):
+        return [("discriminator", self.discriminator_loss)] * self.n_critic + [("generator", self.generator_loss)]
+
+    def log_stats(self) -> dict:
+        out = {k: sum(v) / len(v) for k, v in self._stats.items() if v}
+        self._stats = {}
+        return out
+
+    def _log(self, **values: torch.Tensor) -> None:
+        for k, v in values.items():
+            self._stats.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else float(v))
+
+    # -- losses ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _labels(net, batch: dict) -> torch.Tensor | None:
+        if net.num_classes is None:
+            return None
+        if "label" not in batch:
+            raise ImgenError("a class-conditional GAN needs labelled data; use a dataset with labels")
+        return batch["label"]
+
+    def _fake(self, net, n: int, labels, generator) -> torch.Tensor:
+        z = torch.randn((n, net.latent_dim), generator=generator)
+        return net.generator(z, labels)
+
+    def discriminator_loss(self, net, batch: dict, generator=None) -> torch.Tensor:
+        x, y = batch["image"], self._labels(net, batch)
+        with torch.no_grad():
+            fake = self._fake(net, len(x), y, generator)
+        real_logits, fake_logits = net.discriminator(x, y), net.discriminator(fake, y)
+        loss = self.d_loss(real_logits, fake_logits)
+        mid = 0.0 if self.loss_name != "wgan" else 0.5 * (real_logits.mean() + fake_logits.mean()).detach()
+        self._log(d_real_acc=(real_logits > mid).float().mean(), d_fake_acc=(fake_logits < mid).float().mean(),
+                  d_real_logit=real_logits.mean(), d_fake_logit=fake_logits.mean())
+        critic = lambda v: net.discriminator(v, y)  # noqa: E731
+        if self.gp_weight > 0:
+            gp, norms = gradient_penalty(critic, x, fake, generator)
+            loss = loss + self.gp_weight * gp  # Gulrajani et al. eq. 3, lambda = gp_weight
+            self._log(gp=gp, gp_grad_norm=norms.mean())
+        if self.r1_weight > 0:
+            r1 = r1_penalty(critic, x)
+            loss = loss + 0.5 * self.r1_weight * r1  # Mescheder et al. eq. 9, gamma = r1_weight
+            self._log(r1=r1)
+        return loss
+
+    def generator_loss(self, net, batch: dict, generator=None) -> torch.Tensor:
+        y = self._labels(net, batch)
+        fake = self._fake(net, len(batch["image"]), y, generator)
+        return self.g_loss(net.discriminator(fake, y))
+
+    # -- sampling -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, net, shape: tuple, cond: dict | None = None, steps: int | None = None, generator=None,
+               **_) -> torch.Tensor:
+        """shape[0] images G(z), z ~ N(0, I) (one network evaluation; `steps` does not apply)."""
+        self._check(net)
+        labels = None if cond is None else cond.get("label")
+        if net.num_classes is not None and labels is None:
+            raise ImgenError("this GAN is class-conditional; give labels")
+        if net.num_classes is None and labels is not None:
+            raise ImgenError("this GAN is unconditional; sample it without labels")
+        return self._fake(net, shape[0], labels, generator)
+
+    def denoiser(self, net):
+        raise ImgenError("a GAN is not a diffusion model: it has no denoiser; sample it with imgen.load(DIR).sample")
+
+
+def gan(loss: str = "nonsaturating", gp_weight: float = 0.0, r1_weight: float = 0.0, n_critic: int = 1,
+        d_lr_scale: float = 1.0) -> GANMethod:
+    return GANMethod(loss, gp_weight, r1_weight, n_critic, d_lr_scale)
