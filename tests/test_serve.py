@@ -79,6 +79,15 @@ def test_bad_uploads_are_refused_with_a_message(tmp_path):
         read_upload(None, lim, 3, 32)
 
 
+def test_serve_command_errors_are_one_line(capsys):
+    from imgen.cli import main
+
+    assert main(["serve", "--model", "no-such-model"]) == 2
+    assert "--model 'no-such-model' is neither a shipped model" in capsys.readouterr().err
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "--port must be in 1..65535, got 70000" in capsys.readouterr().err
+
+
 # ---- one server for the round trip, browser and load tests ---------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
@@ -200,6 +209,11 @@ def test_bad_requests_get_a_message_and_the_server_keeps_serving(server, tmp_pat
                        api_name="/interpolate")
     assert proc.poll() is None
     assert len(_t2i(client, "a blue square", n=1, steps=2)) == 1
+    port = url.rsplit(":", 1)[1].strip("/")  # a second server on a port in use: one line, not a traceback
+    second = subprocess.run([sys.executable, "-m", "imgen", "serve", "--port", port], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert second.returncode == 2 and second.stderr.startswith(f"imgen: error: cannot listen on 127.0.0.1:{port} (")
+    assert "pick a free port with --port" in second.stderr and len(second.stderr.strip().splitlines()) == 1
 
 
 def test_class_conditional_and_latent_interpolation_tabs(server, tmp_path):
@@ -219,6 +233,7 @@ def test_class_conditional_and_latent_interpolation_tabs(server, tmp_path):
         client.predict(T2I, "3", 1.0, 2, "euler", 0, 2, api_name="/sample")
 
 
+@pytest.mark.slow  # with the server's start, over the fast tier's share
 def test_browser_types_a_prompt_and_gets_an_image(server, tmp_path):
     """Debian's chromium, headless, through playwright (no downloaded browser); every request it makes stays on
     127.0.0.1 (no fonts, scripts or analytics from outside)."""
@@ -267,6 +282,7 @@ def test_browser_types_a_prompt_and_gets_an_image(server, tmp_path):
     assert len(inside) > 5  # the route saw the page's own requests
 
 
+@pytest.mark.slow  # with the server's start, over the fast tier's share
 def test_twenty_concurrent_requests_are_all_answered_with_bounded_memory(server):
     from gradio_client import Client
 

@@ -11,6 +11,7 @@ import html
 import inspect
 import json
 import os
+import socket
 import threading
 import warnings
 from pathlib import Path
@@ -236,15 +237,27 @@ def build(app: App):
     return demo
 
 
+def _check_address(host: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ImgenError(f"--port must be in 1..65535, got {port}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind(address)
+    except OSError as e:
+        raise ImgenError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick a free port with --port, "
+                         "or a local address with --host") from None
+
+
 def serve(model_dirs: dict, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits(),
           block: bool = True):
     """Load the models ({name: directory}), build the page and serve it on host:port (blocking unless block=False;
     then the launched Blocks is returned, close() it)."""
     from imgen.model import load
 
+    _check_address(host, port)  # before gradio and the models load: a taken port fails at once
     gr = _gradio()
-    if not 1 <= port <= 65535:
-        raise ImgenError(f"--port must be in 1..65535, got {port}")
     app = App({name: load(path) for name, path in model_dirs.items()}, limits)
     demo = build(app)
     try:
