@@ -4,7 +4,6 @@ settings), a headless Debian chromium through playwright (type a prompt, click, 
 concurrent requests (all answered, RSS bounded, listening on 127.0.0.1 only)."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -246,7 +245,7 @@ def test_browser_types_a_prompt_and_gets_an_image(server, tmp_path):
     outside, inside = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
-                                                       headless=True, args=CHROMIUM_FLAGS,
+                                                       headless=True, args=CHROMIUM_FLAGS, accept_downloads=True,
                                                        viewport={"width": 1100, "height": 700})
         try:
             def route(r):
@@ -268,9 +267,11 @@ def test_browser_types_a_prompt_and_gets_an_image(server, tmp_path):
             src = img.get_attribute("src")
             assert src.startswith(url) and src.endswith(".png"), src
             assert page.locator("#t2i-gallery img").count() == 4  # the default n
-            with urllib.request.urlopen(src) as r:  # the PNG the page shows carries the prompt
-                assert json.loads(Image.open(io.BytesIO(r.read())).info["imgen"])["prompt"] == \
-                    "a green triangle in the bottom right"
+            img.click()  # the detailed view's Download button saves the PNG with its settings
+            with page.expect_download(timeout=10_000) as download:
+                page.locator('#t2i-gallery [aria-label="Download"]').first.click()
+            saved = _settings(download.value.path())
+            assert saved["prompt"] == "a green triangle in the bottom right" and saved["index"] == 0
             shot = tmp_path / "imgen-serve.png"
             page.screenshot(path=str(shot))
             assert Image.open(shot).size == (1100, 700)

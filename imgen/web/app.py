@@ -24,6 +24,7 @@ from imgen.web.limits import Limits, check_count, check_prompt, check_seed, read
 OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
                "GRADIO_SSR_MODE": "False", "GRADIO_SHARE": "False"}
 SAMPLERS = ("euler", "heun", "dpmpp_2m", "midpoint", "ddim", "ddpm", "edm")  # those `imgen generate` offers
+GALLERY_BUTTONS = ["download", "download_all", "fullscreen"]  # not "share": it posts to a hub
 PIXELATED_CSS = ".imgen-gallery img { image-rendering: pixelated; }"
 
 
@@ -188,7 +189,8 @@ def build(app: App):
                             n = gr.Slider(1, lim.max_n, value=4, step=1, label="images")
                         go = gr.Button("Generate", variant="primary", elem_id="generate")
                     gallery = gr.Gallery(label="images (PNG with settings)", format="png", columns=4,
-                                         object_fit="contain", elem_classes="imgen-gallery", elem_id="t2i-gallery")
+                                         object_fit="contain", buttons=GALLERY_BUTTONS, elem_classes="imgen-gallery",
+                                         elem_id="t2i-gallery")
                 inputs = [model, prompt, negative, cfg, steps, sampler, seed, n]
                 go.click(_in_page(app.text_to_image), inputs, gallery, api_name="text_to_image")
                 prompt.submit(_in_page(app.text_to_image), inputs, gallery, api_name=False)
@@ -214,7 +216,7 @@ def build(app: App):
                             n = gr.Slider(1, lim.max_n, value=lim.max_n, step=1, label="images")
                         go = gr.Button("Sample", variant="primary")
                     gallery = gr.Gallery(label="images (PNG with settings)", format="png", columns=4,
-                                         object_fit="contain", elem_classes="imgen-gallery")
+                                         object_fit="contain", buttons=GALLERY_BUTTONS, elem_classes="imgen-gallery")
                 go.click(_in_page(app.sample), [model, label, cfg, steps, sampler, seed, n], gallery,
                          api_name="sample")
         if app.names("latent"):
@@ -230,7 +232,7 @@ def build(app: App):
                         mode = gr.Radio(["linear", "slerp"], value="linear", label="interpolation")
                         go = gr.Button("Interpolate", variant="primary")
                     gallery = gr.Gallery(label="frames (PNG with settings)", format="png", columns=8,
-                                         object_fit="contain", elem_classes="imgen-gallery")
+                                         object_fit="contain", buttons=GALLERY_BUTTONS, elem_classes="imgen-gallery")
                 go.click(_in_page(app.interpolate), [model, file_a, file_b, frames, mode], gallery,
                          api_name="interpolate")
     demo.queue(default_concurrency_limit=lim.concurrency, max_size=lim.queue_size)
