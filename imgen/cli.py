@@ -47,11 +47,38 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def _launch_torchrun(args, config) -> int:
+    """`imgen train ... --nproc N`: run this command under torchrun with N processes on this machine."""
+    import os
+    import subprocess
+
+    if args.nproc < 1:
+        raise ImgenError(f"--nproc must be >= 1 (processes on this machine), got {args.nproc}")
+    if config.data.batch_size % args.nproc:
+        raise ImgenError(f"data.batch_size={config.data.batch_size} does not split over --nproc {args.nproc}; "
+                         f"choose --nproc dividing it, or set data.batch_size (--set data.batch_size=...)")
+    if "WORLD_SIZE" in os.environ:
+        raise ImgenError("--nproc given inside a torchrun job; drop --nproc (torchrun already sets the processes)")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+           "-m", "imgen", "train", args.config, "--out", args.out]
+    for flag, value in (("--steps", args.steps), ("--seed", args.seed)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    cmd += [a for kv in args.set for a in ("--set", kv)] + (["--quiet"] if args.quiet else [])
+    code = subprocess.run(cmd).returncode
+    if code:
+        raise ImgenError(f"training with --nproc {args.nproc} failed (exit code {code}); the first worker error "
+                         "is printed above. Rerun the same command to resume from the last checkpoint")
+    return 0
+
+
 def cmd_train(args) -> int:
     from imgen.train import train
 
     output_dir(args.out)
     config = _config_from_args(args.config, args.set, args.steps, args.seed)
+    if args.nproc is not None and args.nproc != 1:
+        return _launch_torchrun(args, config)
     result = train(config, args.out, progress=not args.quiet)
     print(f"trained to step {result['step']} (last loss {result['loss']:.4f}); model in {result['out']}")
     return 0
@@ -81,6 +108,13 @@ def cmd_sample(args) -> int:
                      cfg=args.cfg, eta=args.eta, seed=args.seed, grid=args.grid, clip_x0=args.clip_x0,
                      progress=True, temperature=args.temperature)
     _write_images(x, args.out, args.scale, "samples")
+    if model.config.method.name == "gan":  # a GAN can collapse to a few images per class (issue 12)
+        from imgen.metrics.diversity import mode_collapse_warning, model_diversity_ratio
+
+        labels = None if model.num_classes is None else model._labels(args.n, _parse_labels(args.label))
+        ratio = model_diversity_ratio(model, x, labels)
+        if ratio is not None and (note := mode_collapse_warning(ratio)):
+            print(f"imgen: warning: {note}", file=sys.stderr)
     return 0
 
 
@@ -214,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, help="overrides train.seed")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.lr=1e-3")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--nproc", type=int, help="train with N processes on this machine (launches torchrun; the "
+                                             "batch is split over them)")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("sample", help="sample a trained model to a PNG grid or a folder of PNGs")

@@ -44,3 +44,19 @@ def mode_collapse_warning(ratio: float, threshold: float = MODE_COLLAPSE_RATIO) 
         return None
     return (f"possible mode collapse: within-class diversity is {ratio:.2f} of the real data's (< {threshold}); "
             "train longer, lower the learning rate, or use a gradient penalty / spectral norm")
+
+
+def model_diversity_ratio(model, samples: torch.Tensor, labels=None) -> float | None:
+    """diversity_ratio of a model's samples against its own training data (config.data); None when no class has
+    two samples. `labels`: the samples' requested labels (None for an unconditional model)."""
+    import numpy as np
+
+    from imgen.data import load_dataset
+
+    ds = load_dataset(model.config.data.name, **model.config.data.options)
+    real = ds.get(np.arange(min(len(ds), 2000)))
+    real_labels = real.get("label") if labels is not None else None
+    try:
+        return diversity_ratio(samples, labels, real["image"], real_labels)
+    except ImgenError:
+        return None

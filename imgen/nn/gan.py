@@ -48,7 +48,7 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         levels = _levels(image_size)
         if norm not in G_NORMS:
-            raise ImgenError(f"generator norm must be one of {', '.join(G_NORMS)}, got {norm!r}")
+            raise ImgenError(f"generator norm (net option g_norm) must be one of {', '.join(G_NORMS)}, got {norm!r}")
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.embed = nn.Embedding(num_classes, latent_dim) if num_classes else None
         norm_fn = (lambda c: nn.BatchNorm2d(c)) if norm == "batch" else (lambda c: nn.Identity())
@@ -81,7 +81,8 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         levels = _levels(image_size)
         if norm not in D_NORMS:
-            raise ImgenError(f"discriminator norm must be one of {', '.join(D_NORMS)}, got {norm!r}")
+            raise ImgenError(f"discriminator norm (net option d_norm) must be one of {', '.join(D_NORMS)}, got "
+                             f"{norm!r} (spectral norm is net option spectral_norm=true)")
         layers: list[nn.Module] = [nn.Conv2d(in_channels, base_channels, 3, 1, 1), nn.LeakyReLU(0.2)]
         ch = base_channels
         for _ in range(levels):
