@@ -206,6 +206,10 @@ def test_bad_requests_get_a_message_and_the_server_keeps_serving(server, tmp_pat
     with pytest.raises(Exception, match="image A file is a corrupt or truncated image"):
         client.predict("shapes-ae", handle_file(str(tmp_path / "junk.png")), handle_file(str(good)), 4, "linear",
                        api_name="/interpolate")
+    (tmp_path / "huge.png").write_bytes(good.read_bytes() + bytes(Limits().max_upload_bytes))  # over the limit
+    with pytest.raises(Exception, match="(?i)file size|too large|exceeds"):  # refused by the upload route itself
+        client.predict("shapes-ae", handle_file(str(tmp_path / "huge.png")), handle_file(str(good)), 4, "linear",
+                       api_name="/interpolate")
     assert proc.poll() is None
     assert len(_t2i(client, "a blue square", n=1, steps=2)) == 1
     port = url.rsplit(":", 1)[1].strip("/")  # a second server on a port in use: one line, not a traceback
