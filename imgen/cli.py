@@ -73,14 +73,17 @@ def _launch_torchrun(args, config) -> int:
 
 
 def cmd_train(args) -> int:
+    import os
+
     from imgen.train import train
 
     output_dir(args.out)
     config = _config_from_args(args.config, args.set, args.steps, args.seed)
-    if args.nproc is not None and args.nproc != 1:
+    if args.nproc is not None and args.nproc != 1:  # --nproc 1: this process, as without --nproc
         return _launch_torchrun(args, config)
     result = train(config, args.out, progress=not args.quiet)
-    print(f"trained to step {result['step']} (last loss {result['loss']:.4f}); model in {result['out']}")
+    if os.environ.get("RANK", "0") == "0":  # in a torchrun job only rank 0 reports
+        print(f"trained to step {result['step']} (last loss {result['loss']:.4f}); model in {result['out']}")
     return 0
 
 

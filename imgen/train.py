@@ -16,6 +16,11 @@ Exact resume: every batch is a pure function of (seed, step) and every random dr
 states are checkpointed, so a run killed at any moment and restarted ends byte-identical to one that never
 stopped. A checkpoint is model.safetensors + ema.safetensors (for inference) and train_state.safetensors,
 the single file a resume reads (weights, EMA, optimizer, RNG states, step), each written atomically.
+
+Several processes (torchrun, `imgen train --nproc N`; imgen.distributed): each rank trains on its slice of the
+global batch, gradients are averaged per update, and rank 0 alone writes checkpoints (after gathering every
+rank's RNG state), the log and the progress bar. N processes with batch B/N each train the same weights as one
+process with batch B (to float rounding), and a killed job resumes byte-identically.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from imgen.checkpoint import atomic_write_text, load_tensors, save_tensors
 from imgen.config import Config, config_from_dict, load_config, save_config
 from imgen.errors import ImgenError
 from imgen.data.base import caption_corpus
+from imgen.distributed import Group, global_draws, world_size_from_env
 from imgen.methods import build_method
 from imgen.nn import build_net_from_config
 from imgen.nn.text import SPECIAL_TOKENS, Tokenizer
@@ -157,7 +163,12 @@ class Trainer:
             raise ImgenError("train.ckpt_every and train.log_every must be > 0")
         if t.lr_schedule not in LR_SCHEDULES:
             raise ImgenError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {t.lr_schedule!r}")
-        self.out, self.progress = Path(out_dir), progress
+        self.group = Group() if world_size_from_env() > 1 else None  # None: one process, the plain loop
+        if self.group and config.data.batch_size % self.group.world_size:
+            raise ImgenError(f"data.batch_size={config.data.batch_size} does not split over {self.group.world_size} "
+                             f"processes; use a batch size divisible by the process count (e.g. --set "
+                             f"data.batch_size={config.data.batch_size - config.data.batch_size % self.group.world_size or self.group.world_size})")
+        self.out, self.progress = Path(out_dir), progress and (self.group is None or self.group.is_main)
         self.dataset = load_dataset(config.data.name, **config.data.options)
         self.config = resolve_config(config, self.dataset)
         self._check_out_dir()
@@ -176,7 +187,9 @@ class Trainer:
             raise ImgenError(f"{type(self.method).__name__}.updates names optimizers {unknown} that optimizers() does "
                              f"not return (it returns {sorted(self.optimizers)})")
         self.base_lrs = {name: [g["lr"] for g in o.param_groups] for name, o in self.optimizers.items()}
-        self.gen = torch.Generator().manual_seed(t.seed)  # noise, timesteps and condition dropout
+        self.gen = torch.Generator().manual_seed(t.seed)  # noise, timesteps and condition dropout (same on every rank)
+        if self.group and not self.group.is_main:
+            torch.manual_seed(self.group.rank_seed(t.seed, 0))  # dropout differs per rank; rank 0 keeps the seed's
         self.step = 0
         if (self.out / "train_state.safetensors").exists():
             self._resume()
@@ -214,8 +227,12 @@ class Trainer:
             prefix, key = _opt_keys(name)
             _restore_optimizer(opt, state, meta[key], prefix)
         self.gen.set_state(state["rng.generator"])
-        torch.set_rng_state(state["rng.torch"])
         self.step = int(meta["step"])
+        key = f"rng.torch.rank{self.group.rank}" if self.group and not self.group.is_main else "rng.torch"
+        if key in state:
+            torch.set_rng_state(state[key])
+        else:  # resumed with more processes than the checkpoint was written by
+            torch.manual_seed(self.group.rank_seed(self.config.train.seed, self.step))
 
     def _truncate_log(self, step: int):
         """Drop log lines written after the checkpoint we resume from (step 0 when a kill came before the first
@@ -232,12 +249,19 @@ class Trainer:
             atomic_write_text(log, "".join(ln + "\n" for ln in keep))
 
     def save_checkpoint(self):
+        rng = {"rng.generator": self.gen.get_state(), "rng.torch": torch.get_rng_state()}
+        if self.group:  # every rank's global RNG; rank 0 writes, the others wait at the barrier
+            states = self.group.gather(rng["rng.torch"])
+            rng.update({f"rng.torch.rank{r}": s for r, s in enumerate(states) if r})
+            if not self.group.is_main:
+                self.group.barrier()
+                return
         meta = {"step": self.step}
         save_tensors(self.net.state_dict(), self.out / "model.safetensors", meta)
         save_tensors(self.ema.state_dict(), self.out / "ema.safetensors", meta)
         state = {**{f"model.{k}": v for k, v in self.net.state_dict().items()},
                  **{f"ema.{k}": v for k, v in self.ema.state_dict().items()},
-                 "rng.generator": self.gen.get_state(), "rng.torch": torch.get_rng_state()}
+                 **rng}
         meta = {"step": self.step}
         for name, opt in self.optimizers.items():
             prefix, key = _opt_keys(name)
@@ -245,6 +269,8 @@ class Trainer:
             state.update(tensors)
         save_tensors(state, self.out / "train_state.safetensors", meta)
         atomic_write_text(self.out / "train_state.json", json.dumps({"step": self.step, "total_steps": self.config.train.steps}) + "\n")
+        if self.group:
+            self.group.barrier()
 
     # -- the loop ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -258,17 +284,25 @@ class Trainer:
 
     def fit(self) -> dict:
         t, data = self.config.train, self.config.data
-        self.out.mkdir(parents=True, exist_ok=True)
-        for p in self.out.iterdir():  # temp files of a write that a kill interrupted
-            if _is_temp(p):
-                p.unlink()
-        save_config(self.config, self.out / "config.json")
-        if hasattr(self.method, "bind"):  # e.g. a latent method copies its autoencoder into the model directory
-            self.method.bind(self.out, self.dataset)
+        main = self.group is None or self.group.is_main
+        if self.group:
+            self.group.barrier()  # every rank has read the directory before rank 0 writes to it
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            for p in self.out.iterdir():  # temp files of a write that a kill interrupted
+                if _is_temp(p):
+                    p.unlink()
+            save_config(self.config, self.out / "config.json")
+        for first in (True, False) if self.group else (True,):  # ranks > 0 bind after rank 0 wrote its files
+            if hasattr(self.method, "bind") and main == first:  # e.g. a latent method copies its autoencoder
+                self.method.bind(self.out, self.dataset)
+            if self.group and first:
+                self.group.barrier()
         infinite = bool(getattr(self.dataset, "infinite", False))
         self.net.train()
-        self._truncate_log(self.step)
-        log = (self.out / "log.jsonl").open("a")
+        if main:
+            self._truncate_log(self.step)
+        log = (self.out / "log.jsonl").open("a") if main else None
         bar = tqdm(total=t.steps, initial=self.step, desc=f"train {self.out.name}", disable=not self.progress,
                    dynamic_ncols=True)
         names = [name for name, _ in self.updates]
@@ -277,7 +311,7 @@ class Trainer:
         try:
             while self.step < t.steps:
                 idx = batch_indices(len(self.dataset), data.batch_size, t.seed, self.step, infinite)
-                batch = self.dataset.get(idx)
+                batch = self.dataset.get(self.group.split_batch(idx) if self.group else idx)
                 scale = lr_at(self.step, 1.0, t.warmup, t.steps, t.lr_schedule)
                 if hasattr(self.method, "set_step"):
                     self.method.set_step(self.step)
@@ -291,7 +325,7 @@ class Trainer:
                     window_loss[name] += losses[name]
                 window_n += 1
                 bar.update(1)
-                if self.step % t.log_every == 0 or self.step == t.steps:
+                if main and (self.step % t.log_every == 0 or self.step == t.steps):
                     dt = time.perf_counter() - tic
                     first = names[0]
                     rec = {"step": self.step, "loss": window_loss[first] / window_n,
@@ -310,18 +344,30 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             bar.close()
-            log.close()
+            if log:
+                log.close()
         out = {"step": self.step, "loss": losses[names[0]], "out": str(self.out)}
         return out if len(names) == 1 else {**out, "losses": losses}
 
     def _update(self, name: str, loss_fn, batch: dict, losses: dict) -> float:
-        """One optimizer's update: loss, backward, grad clipping over its parameters, step. -> the grad norm."""
-        loss = loss_fn(self.net, batch, self.gen)
-        if not torch.isfinite(loss):
+        """One optimizer's update: loss, backward, grad clipping over its parameters, step. -> the grad norm.
+        Several processes: the gradients (and the logged loss) are averaged over the ranks before clipping."""
+        if self.group:
+            n = self.config.data.batch_size // self.group.world_size
+            with global_draws(self.gen, n, self.group.rank, self.group.world_size):
+                loss = loss_fn(self.net, batch, self.gen)
+        else:
+            loss = loss_fn(self.net, batch, self.gen)
+        if not self.group and not torch.isfinite(loss):
             self._fail_nonfinite("loss" if len(self.updates) == 1 else f"loss of {name!r}", loss.item())
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.group:  # the mean over ranks, known to all, so that every rank stops together on a bad value
+            mean = self.group.average_grads(_params(opt), loss)
+            if not math.isfinite(mean):
+                self._fail_nonfinite("loss" if len(self.updates) == 1 else f"loss of {name!r}", mean)
+            loss = torch.tensor(mean)
         clip = self.config.train.grad_clip
         gnorm = torch.nn.utils.clip_grad_norm_(_params(opt), clip if clip > 0 else float("inf"))
         if not torch.isfinite(gnorm):
@@ -338,5 +384,10 @@ class Trainer:
 
 
 def train(config: Config, out_dir: str | Path, progress: bool = True) -> dict:
-    """Train (or resume) the model described by `config` into `out_dir`."""
-    return Trainer(config, out_dir, progress).fit()
+    """Train (or resume) the model described by `config` into `out_dir` (in a torchrun job: this rank's part)."""
+    trainer = Trainer(config, out_dir, progress)
+    try:
+        return trainer.fit()
+    finally:
+        if trainer.group:
+            trainer.group.close()

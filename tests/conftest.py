@@ -74,15 +74,16 @@ def overfit_eps(net, x_t, t, eps, cond=None, steps: int = 50, lr: float = 2e-3) 
 
 
 def _popen(cmd):
+    # a session of its own: a kill reaches the whole job (torchrun and its workers)
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
 
 
 def kill9_and_rerun(cmd: list, straight: Path, killed: Path, kills: int = 3, seed: int = 0) -> int:
     """Run `cmd + [straight]` to the end; then run `cmd + [killed]`, kill -9 it `kills` times at random moments
-    in the second half of a run (past start-up) and rerun it until it finishes. A run that ends before its kill
-    (the machine got faster) starts the killed directory over with earlier kills. The caller compares the two
-    directories. Returns how many kills landed."""
+    in the second half of a run (past start-up), with every process it started, and rerun it until it finishes.
+    A run that ends before its kill (the machine got faster) starts the killed directory over with earlier kills.
+    The caller compares the two directories. Returns how many kills landed."""
     tic = time.perf_counter()
     p = _popen(cmd + [str(straight)])
     assert p.wait() == 0, p.stderr.read().decode()
@@ -95,7 +96,7 @@ def kill9_and_rerun(cmd: list, straight: Path, killed: Path, kills: int = 3, see
         try:
             p.wait(timeout=rng.uniform(0.5, 0.95) * duration * speed)
         except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGKILL)
+            os.killpg(p.pid, signal.SIGKILL)  # the process and any it started (torchrun's workers)
             p.wait()
             landed += 1
             continue
