@@ -113,7 +113,9 @@ class App:
         steps, seed = self._sampling(steps, seed, sampler)
         labels = None
         if model.num_classes is not None and label not in (None, "", "all"):
-            labels = check_count(float(label) + 1, "class label + 1", model.num_classes) - 1
+            if not str(label).isdigit() or int(label) >= model.num_classes:
+                raise ImgenError(f"class label must be 'all' or one of 0..{model.num_classes - 1}, got {label!r}")
+            labels = int(label)
         cfg = float(cfg) if model.num_classes is not None else 1.0
         opts = {} if hasattr(model.method, "sample") else {"sampler": sampler, "cfg": cfg}
         with self.lock:
