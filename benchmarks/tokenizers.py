@@ -85,7 +85,8 @@ def configs(steps: int | None, only: list[str] | None = None) -> dict:
     if not only or "vqgan" in only:
         out["vqgan"] = get_preset("shapes-vqgan")
     out["peer_vq_ema"] = apply_overrides(get_preset("shapes-vqvae"), ["net.name=vqvae_peer"])
-    out = {k: c for k, c in out.items() if not only or k in only}
+    order = ("vq_ema", "peer_vq_ema", "vqgan", "rvq", "fsq", "lfq", "vq")  # the targets' models first
+    out = {k: out[k] for k in order if k in out and (not only or k in only)}
     for c in out.values():
         if steps is not None:
             scale = steps / c.train.steps
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         result = score(imgen.load(out / name), x, evaluator)
         J["peer" if name.startswith("peer_") else "tokenizers"][name.removeprefix("peer_")] = result
         print(name, json.dumps(result), flush=True)
+        write(J, args, partial=True)  # a long run interrupted keeps what it measured
     tok, peer = J["tokenizers"], J["peer"]
     J["ratios"] = {}
     if "vq_ema" in tok and "vq_ema" in peer:
@@ -141,13 +143,17 @@ def main(argv: list[str] | None = None) -> int:
         J["ratios"]["vqgan_fid_over_vqvae_fid"] = tok["vqgan"]["fid"] / tok["vq_ema"]["fid"]
         J["ratios"]["vqgan_psnr_minus_vqvae"] = tok["vqgan"]["psnr"] - tok["vq_ema"]["psnr"]
     J["seconds"] = round(time.perf_counter() - tic, 1)
-    text = json.dumps(J, indent=2)
-    print(text)
+    print(json.dumps(J, indent=2))
+    write(J, args, partial=False)
+    return 0
+
+
+def write(J: dict, args, partial: bool) -> None:
+    """The JSON to --json (default without --quick: RESULTS), with "partial": true while tokenizers remain."""
     path = args.json or (None if args.quick else RESULTS)
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text + "\n")
-    return 0
+        Path(path).write_text(json.dumps({**J, "partial": partial}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

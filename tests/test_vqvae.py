@@ -185,15 +185,16 @@ def test_kill_9_and_rerun_of_a_vqgan_is_byte_identical_to_an_uninterrupted_run(t
 
 @pytest.fixture(scope="module")
 def shapes_tokenizers(tmp_path_factory):
-    """shapes-vqvae and shapes-vqgan at 250 steps (a quarter of their budgets; disc_start scaled alike)."""
+    """shapes-vqvae and shapes-vqgan at 150 steps (benchmarks/tokenizers.py --quick's budget; disc_start scaled alike)."""
     from imgen.presets import get_preset
 
     dirs = {}
     for preset in ("shapes-vqvae", "shapes-vqgan"):
         cfg = get_preset(preset)
-        cfg.train.steps = 250
+        scale = 150 / cfg.train.steps
+        cfg.train.steps = 150
         if "disc_start" in cfg.method.options:
-            cfg.method.options["disc_start"] //= 4
+            cfg.method.options["disc_start"] = int(cfg.method.options["disc_start"] * scale)
         dirs[preset] = tmp_path_factory.mktemp(preset) / "model"
         train(cfg, dirs[preset], progress=False)
     return {k: imgen.load(v) for k, v in dirs.items()}
@@ -216,6 +217,8 @@ def test_shapes_tokenizers_reconstruct_held_out_scenes_and_vqgan_has_the_lower_f
                         "fid": fid(ev.features(x_hat), ev.features(x)), "same": (again == ids).float().mean().item()}
     print(scores)
     vqvae, vqgan = scores["shapes-vqvae"], scores["shapes-vqgan"]
-    assert vqvae["psnr"] > 19.5 and vqvae["usage"] > 0.9 and vqvae["same"] > 0.25, vqvae
-    assert vqgan["psnr"] > 17.5 and vqgan["usage"] > 0.75 and vqgan["same"] > 0.25, vqgan
-    assert vqgan["fid"] < 0.8 * vqvae["fid"], scores
+    # measured at this budget: VQ-VAE 19.0 dB, usage 0.83, 43% re-encoded alike; VQGAN 15.9 dB, usage 0.92, 32%,
+    # FID 0.31x the VQ-VAE's (its L1 + perceptual + GAN objective trades PSNR for features early in training)
+    assert vqvae["psnr"] > 18.5 and vqvae["usage"] > 0.78 and vqvae["same"] > 0.25, vqvae
+    assert vqgan["psnr"] > 15.0 and vqgan["usage"] > 0.8 and vqgan["same"] > 0.2, vqgan
+    assert vqgan["fid"] < 0.5 * vqvae["fid"], scores
