@@ -1,4 +1,4 @@
-"""`imgen` command line: presets, train, sample, generate, serve, eval, demo.
+"""`imgen` command line: presets, train, data, sample, generate, serve, eval, demo.
 
 Bad input ends with one line `imgen: error: ...` naming the problem and the fix (exit code 2).
 """
@@ -61,7 +61,7 @@ def _launch_torchrun(args, config) -> int:
         raise ImgenError("--nproc given inside a torchrun job; drop --nproc (torchrun already sets the processes)")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
            "-m", "imgen", "train", args.config, "--out", args.out]
-    for flag, value in (("--steps", args.steps), ("--seed", args.seed)):
+    for flag, value in (("--steps", args.steps), ("--seed", args.seed), ("--data-path", args.data_path)):
         if value is not None:
             cmd += [flag, str(value)]
     cmd += [a for kv in args.set for a in ("--set", kv)] + (["--quiet"] if args.quiet else [])
@@ -78,12 +78,21 @@ def cmd_train(args) -> int:
     from imgen.train import train
 
     output_dir(args.out)
-    config = _config_from_args(args.config, args.set, args.steps, args.seed)
+    config = _config_from_args(args.config, args.set + ([f"data.options.path={args.data_path}"] if args.data_path else []),
+                               args.steps, args.seed)
     if args.nproc is not None and args.nproc != 1:  # --nproc 1: this process, as without --nproc
         return _launch_torchrun(args, config)
     result = train(config, args.out, progress=not args.quiet)
     if os.environ.get("RANK", "0") == "0":  # in a torchrun job only rank 0 reports
         print(f"trained to step {result['step']} (last loss {result['loss']:.4f}); model in {result['out']}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from imgen.data.download import download_dataset
+
+    root = download_dataset(args.name, output_dir(args.to, "--to"), mirror=args.mirror)
+    print(f"{args.name} is in {root}; train on it with `imgen train PRESET --data-path {root}`")
     return 0
 
 
@@ -251,9 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, help="overrides train.seed")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.lr=1e-3")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--data-path", metavar="DIR", help="the dataset's folder, e.g. from `imgen data download` "
+                                                      "(sets data.options.path)")
     s.add_argument("--nproc", type=int, help="train with N processes on this machine (launches torchrun; the "
                                              "batch is split over them)")
     s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("data", help="datasets: download mnist, fashion-mnist or cifar10")
+    s.add_argument("action", choices=["download"])
+    s.add_argument("name", choices=["mnist", "fashion-mnist", "cifar10"])
+    s.add_argument("--to", required=True, metavar="DIR", help="folder to put it in (pass it to --data-path)")
+    s.add_argument("--mirror", metavar="URL", help="serves URL/NAME/FILE instead of the official hosts "
+                                                  "(default: $IMGEN_DATA_MIRROR, else the official hosts)")
+    s.set_defaults(fn=cmd_data)
 
     s = sub.add_parser("sample", help="sample a trained model to a PNG grid or a folder of PNGs")
     s.add_argument("model_dir")

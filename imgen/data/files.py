@@ -1,18 +1,15 @@
 """Datasets read from files: MNIST / Fashion-MNIST (IDX), CIFAR-10 (python batches), image folders.
 
-Nothing is downloaded unless `download=True` is passed; then the well-known URLs are fetched with urllib,
-and without a network the error says which files to put where.
+Nothing is downloaded unless `download=True` is passed (or `imgen data download NAME --to DIR` is run); then
+imgen.data.download fetches the official archives and checks their SHA-256, and without a network the error
+says which files to put where.
 """
 from __future__ import annotations
 
 import gzip
 import json
 import pickle
-import shutil
 import struct
-import tarfile
-import urllib.error
-import urllib.request
 import warnings
 import zlib
 from pathlib import Path
@@ -21,22 +18,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from imgen.data.base import ArrayDataset, check_choice, check_image_size
+from imgen.data.download import CIFAR10_FOLDER, CIFAR10_URL, FASHION_MNIST_URL, MNIST_URL, download_dataset
 from imgen.errors import ImgenError
-
-# ---- download (only when asked) ----
-
-
-def _download(url: str, dest: Path, manual: str) -> None:
-    """Fetch `url` to `dest` (via a temp file, so a failed download leaves nothing half-written)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
-            shutil.copyfileobj(response, f)
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        tmp.unlink(missing_ok=True)
-        raise ImgenError(f"could not download {url} ({e}); without a network, {manual}") from None
-    tmp.replace(dest)
 
 
 def _resolve_root(path, name: str) -> Path:
@@ -46,8 +29,6 @@ def _resolve_root(path, name: str) -> Path:
 # ---- MNIST / Fashion-MNIST: IDX files ----
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -98,9 +79,7 @@ def _idx_dataset(name: str, url: str, class_names, path, split: str, image_size,
               f"(then pass path={str(root)!r})")
     files = [_find_idx(root, s) for s in stems]
     if None in files and download:
-        for stem, found in zip(stems, files):
-            if found is None:
-                _download(url + stem + ".gz", root / (stem + ".gz"), manual)
+        download_dataset(name, root, files=[s + ".gz" for s, found in zip(stems, files) if found is None])
         files = [_find_idx(root, s) for s in stems]
     if None in files:
         missing = stems[files.index(None)]
@@ -131,7 +110,6 @@ def fashion_mnist(path: str | None = None, split: str = "train", image_size: int
 
 
 # ---- CIFAR-10: python batches ----
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
@@ -189,17 +167,11 @@ def cifar10(path: str | None = None, split: str = "train", image_size: int | Non
     check_choice(split, ("train", "test"), "split", "cifar10")
     image_size = check_image_size(image_size, "cifar10")
     root = _resolve_root(path, "cifar10")
-    manual = (f"download {CIFAR10_URL}, extract it and pass path= pointing at its cifar-10-batches-py folder "
-              f"(e.g. put it in {root})")
+    manual = (f"download {CIFAR10_URL}cifar-10-python.tar.gz, extract it and pass path= pointing at its "
+              f"{CIFAR10_FOLDER} folder (e.g. put it in {root})")
     folder = _cifar_folder(root)
     if download and not all((folder / b).is_file() for b in CIFAR10_BATCHES[split]):
-        archive = root / "cifar-10-python.tar.gz"
-        _download(CIFAR10_URL, archive, manual)
-        try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(root, filter="data")  # "data" filter: no absolute paths, links or devices
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise ImgenError(f"{archive} is corrupt ({e}); delete it and {manual}") from None
+        download_dataset("cifar10", root)
         folder = _cifar_folder(root)
     parts = []
     for batch in CIFAR10_BATCHES[split]:
