@@ -2,7 +2,8 @@
 
     DCGANGenerator       z (+ class embedding) -> 4x4 -> stride-2 transposed convs -> tanh image (Radford et al. 2016)
     DCGANDiscriminator   stride-2 convs with LeakyReLU(0.2) -> one logit; optional projection of the class
-                         embedding (Miyato & Koyama 2018, eq. 3) and spectral norm (Miyato et al. 2018)
+                         embedding (Miyato & Koyama 2018, eq. 3), spectral norm (Miyato et al. 2018) and a
+                         minibatch-stddev feature (Karras et al. 2018, sec. 3) against mode collapse
     GAN                  one module holding `generator` and `discriminator`, so the Trainer builds, EMAs and
                          checkpoints both; the method gives each its own optimizer
 """
@@ -25,6 +26,13 @@ def _levels(image_size: int) -> int:
     if not isinstance(image_size, int) or image_size < 8 or image_size & (image_size - 1):
         raise ImgenError(f"DCGAN nets need an image_size that is a power of two >= 8, got {image_size!r}")
     return int(math.log2(image_size)) - 2
+
+
+def minibatch_stddev(h: torch.Tensor) -> torch.Tensor:
+    """h (B, C, H, W) -> (B, C + 1, H, W): one more map holding the batch's mean feature std (Karras et al. 2018,
+    sec. 3, one group), so D sees how varied a batch is and a collapsed generator is easy to reject."""
+    s = h.std(0, unbiased=False).mean() if len(h) > 1 else h.new_zeros(())
+    return torch.cat([h, s.expand(len(h), 1, *h.shape[2:])], 1)
 
 
 def _dcgan_init(module: nn.Module) -> None:
@@ -77,9 +85,10 @@ class DCGANDiscriminator(nn.Module):
     f(x, y) = psi(phi(x)) + <embed(y), phi(x)> (the projection discriminator, Miyato & Koyama 2018, eq. 3)."""
 
     def __init__(self, in_channels: int, image_size: int, base_channels: int = 64, num_classes: int | None = None,
-                 norm: str = "batch", spectral_norm: bool = False):
+                 norm: str = "batch", spectral_norm: bool = False, minibatch_std: bool = False):
         super().__init__()
         levels = _levels(image_size)
+        self.minibatch_std = minibatch_std
         if norm not in D_NORMS:
             raise ImgenError(f"discriminator norm (net option d_norm) must be one of {', '.join(D_NORMS)}, got "
                              f"{norm!r} (spectral norm is net option spectral_norm=true)")
@@ -95,6 +104,7 @@ class DCGANDiscriminator(nn.Module):
             layers.append(nn.LeakyReLU(0.2))
             ch = out
         self.features = nn.Sequential(*layers)
+        ch += int(minibatch_std)
         self.linear = nn.Linear(ch, 1)  # psi
         self.embed = nn.Embedding(num_classes, ch) if num_classes else None  # the projection's V
         _dcgan_init(self)
@@ -102,7 +112,8 @@ class DCGANDiscriminator(nn.Module):
             spectral_normed(self)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        phi = self.features(x).sum((2, 3))  # (B, ch), global sum pooling as in SNGAN's discriminators
+        h = self.features(x)
+        phi = (minibatch_stddev(h) if self.minibatch_std else h).sum((2, 3))  # (B, ch), SNGAN's global sum pooling
         out = self.linear(phi).squeeze(1)
         if self.embed is not None:
             if labels is None:
@@ -114,11 +125,11 @@ class DCGANDiscriminator(nn.Module):
 class GAN(nn.Module):
     """A generator and a discriminator in one module (the Trainer builds one net per model). Options: the image's
     in_channels/image_size/num_classes (filled from the data), latent_dim, g_channels/d_channels (base widths),
-    g_norm, d_norm, spectral_norm (on D)."""
+    g_norm, d_norm, spectral_norm and minibatch_std (on D)."""
 
     def __init__(self, in_channels: int = 1, image_size: int = 8, num_classes: int | None = None,
                  latent_dim: int = 64, g_channels: int = 64, d_channels: int = 64, g_norm: str = "batch",
-                 d_norm: str = "batch", spectral_norm: bool = False):
+                 d_norm: str = "batch", spectral_norm: bool = False, minibatch_std: bool = False):
         super().__init__()
         for value, name in ((in_channels, "in_channels"), (latent_dim, "latent_dim"), (g_channels, "g_channels"),
                             (d_channels, "d_channels")):
@@ -128,4 +139,4 @@ class GAN(nn.Module):
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.generator = DCGANGenerator(latent_dim, in_channels, image_size, g_channels, num_classes, g_norm)
         self.discriminator = DCGANDiscriminator(in_channels, image_size, d_channels, num_classes, d_norm,
-                                                spectral_norm)
+                                                spectral_norm, minibatch_std)

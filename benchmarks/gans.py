@@ -1,0 +1,139 @@
+"""imgen's GANs on digits, judged as the diffusion presets are, against imgen's digits-flow trained in the same run.
+
+For digits-dcgan, digits-cgan, digits-wgan-gp (issue 12) and the peer digits-flow (class-conditional flow matching,
+`J["models"]["flow_reference"]`), each trained with imgen.train.train(get_preset(name)) (or reused from OUT/<name>):
+  svc_accuracy     conditional models only: scikit-learn's SVC on the requested labels (imgen.digits_check)
+  fid              fid[digits-eval]: imgen's digits evaluator features of n samples vs all 1797 real digits
+  diversity_ratio  mean within-class pairwise pixel distance of the samples over that of the real digits
+                   (imgen.metrics.diversity); an unconditional model's classes are the SVC's reading of each sample
+  train_seconds    wall time of training (summed over resumed runs), on this machine with OMP_NUM_THREADS=1
+plus, for GANs, the last logged D accuracies and (WGAN-GP) the critic's gradient norm on interpolates, and a
+mode-collapse warning when diversity_ratio < 0.5. J["targets"] checks issue 12's digits targets: digits-cgan
+svc_accuracy >= 0.95, diversity_ratio >= 0.7, fid within 2x of the flow reference's.
+
+    OMP_NUM_THREADS=1 python benchmarks/gans.py            # presets' own budgets; writes benchmarks/results/gans.json
+    OMP_NUM_THREADS=1 python benchmarks/gans.py --quick    # 100 training steps each, n=300 (~4 min)
+
+Not here yet (a part of issue 12 not built): J["truncation"] (shapes-stylegan) and J["translation"]
+(pix2pix / CycleGAN / SRGAN).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from sklearn.svm import SVC
+
+import imgen
+from imgen.config import load_config
+from imgen.data import load_dataset
+from imgen.digits_check import _to_digits_space, digits_quality
+from imgen.metrics.diversity import diversity_ratio, mode_collapse_warning
+from imgen.metrics.features import get_extractor
+from imgen.metrics.fid import fid
+from imgen.presets import get_preset
+from imgen.train import train
+
+GANS = ("digits-dcgan", "digits-cgan", "digits-wgan-gp")
+REFERENCE = "digits-flow"
+QUICK_STEPS, QUICK_N = 100, 300
+RESULTS = Path(__file__).resolve().parent / "results" / "gans.json"
+
+
+def train_cached(name: str, steps: int | None, out: Path) -> float:
+    """Train preset `name` into `out` (or reuse / resume it); the training wall seconds, summed over runs."""
+    cfg = get_preset(name)
+    if steps is not None:
+        cfg.train.steps, cfg.train.ckpt_every = steps, min(cfg.train.ckpt_every, steps)
+    if (out / "config.json").is_file() and load_config(out / "config.json").model_identity()["method"] != \
+            cfg.model_identity()["method"]:
+        raise SystemExit(f"{out} holds a model of another {name} config; delete it or give another --out")
+    state, record = out / "train_state.json", out / "wall_s.json"
+    before = json.loads(record.read_text())["wall_s"] if record.is_file() and state.is_file() else 0.0
+    if not (state.is_file() and json.loads(state.read_text())["step"] >= cfg.train.steps):
+        tic = time.perf_counter()
+        train(cfg, out, progress=False)
+        before += time.perf_counter() - tic
+        record.write_text(json.dumps({"wall_s": before}) + "\n")
+    return round(before, 1)
+
+
+def judge(model, n: int, seed: int, real: dict, real_feats: torch.Tensor, svc: SVC, extractor) -> dict:
+    """svc_accuracy (conditional), fid[digits-eval], diversity_ratio of n samples."""
+    conditional = model.num_classes is not None
+    labels = torch.arange(n) % 10 if conditional else None
+    x = model.sample(n, labels=labels, seed=seed)
+    row = {"svc_accuracy": None}
+    if conditional:
+        q = digits_quality(model, n=n, sampler=model.config.sample.sampler, steps=model.config.sample.steps,
+                           seed=seed)
+        row["svc_accuracy"] = q["svc_accuracy"]
+    read = torch.from_numpy(svc.predict(_to_digits_space(x)))
+    row["fid"] = round(fid(extractor(x)[0].float(), real_feats, "digits-eval"), 3)
+    row["diversity_ratio"] = round(diversity_ratio(x, labels if conditional else read, real["image"],
+                                                   real["label"]), 4)
+    row["classes_read"] = np.bincount(read.numpy(), minlength=10).tolist()  # a collapse onto few digits shows here
+    return row
+
+
+def gan_diagnostics(out: Path) -> dict:
+    last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    keys = ("loss_discriminator", "loss_generator", "d_real_acc", "d_fake_acc", "gp_grad_norm")
+    return {f"last_{k}": round(last[k], 4) for k in keys if k in last}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/gans", help="model cache (--quick: OUT/quick)")
+    p.add_argument("--n", type=int, default=1000, help="samples per model")
+    p.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} training steps per model, n={QUICK_N}")
+    p.add_argument("--json", default=None, help=f"where to write the result (default without --quick: {RESULTS})")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    steps, n, out = (QUICK_STEPS, QUICK_N, Path(args.out) / "quick") if args.quick else (None, args.n, Path(args.out))
+    tic = time.perf_counter()
+    ds = load_dataset("digits", split="all")
+    real = ds.get(np.arange(len(ds)))
+    extractor = get_extractor("digits-eval")
+    real_feats = extractor(real["image"])[0].float()
+    digits = load_digits()
+    svc = SVC().fit(digits.data, digits.target)
+    result = {"benchmark": "gans", "quick": args.quick, "n": n, "torch_threads": torch.get_num_threads(),
+              "features": "digits-eval", "models": {}}
+    for name in GANS + (REFERENCE,):
+        key = "flow_reference" if name == REFERENCE else name
+        seconds = train_cached(name, steps, out / name)
+        model = imgen.load(out / name)
+        row = {"preset": name, **judge(model, n, args.seed, real, real_feats, svc, extractor),
+               "train_seconds": seconds, "steps": json.loads((out / name / "train_state.json").read_text())["step"]}
+        if name != REFERENCE:
+            row.update(gan_diagnostics(out / name))
+            row["mode_collapse_warning"] = mode_collapse_warning(row["diversity_ratio"])
+        result["models"][key] = row
+        print(json.dumps({key: row}), file=sys.stderr, flush=True)
+    cgan, flow = result["models"]["digits-cgan"], result["models"]["flow_reference"]
+    result["targets"] = {"cgan_svc_accuracy_ge_0.95": cgan["svc_accuracy"] >= 0.95,
+                         "cgan_diversity_ratio_ge_0.7": cgan["diversity_ratio"] >= 0.7,
+                         "cgan_fid_within_2x_flow": cgan["fid"] <= 2 * flow["fid"],
+                         "cgan_fid_over_flow_fid": round(cgan["fid"] / flow["fid"], 3)}
+    result["seconds"] = round(time.perf_counter() - tic, 1)
+    path = Path(args.json) if args.json else (None if args.quick else RESULTS)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
