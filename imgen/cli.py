@@ -59,6 +59,9 @@ def _launch_torchrun(args, config) -> int:
                          f"choose --nproc dividing it, or set data.batch_size (--set data.batch_size=...)")
     if "WORLD_SIZE" in os.environ:
         raise ImgenError("--nproc given inside a torchrun job; drop --nproc (torchrun already sets the processes)")
+    from imgen.train import Trainer
+
+    Trainer(config, args.out, progress=False)  # what a worker would refuse (config, --out) is refused here, once
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
            "-m", "imgen", "train", args.config, "--out", args.out]
     for flag, value in (("--steps", args.steps), ("--seed", args.seed), ("--data-path", args.data_path)):
@@ -78,8 +81,8 @@ def cmd_train(args) -> int:
     from imgen.train import train
 
     output_dir(args.out)
-    config = _config_from_args(args.config, args.set + ([f"data.options.path={args.data_path}"] if args.data_path else []),
-                               args.steps, args.seed)
+    data_path = [f"data.options.path={args.data_path}"] if args.data_path else []
+    config = _config_from_args(args.config, args.set + data_path, args.steps, args.seed)
     if args.nproc is not None and args.nproc != 1:  # --nproc 1: this process, as without --nproc
         return _launch_torchrun(args, config)
     result = train(config, args.out, progress=not args.quiet)
@@ -118,7 +121,7 @@ def cmd_sample(args) -> int:
         raise ImgenError("this model makes 2D points, not images; sample it from Python: imgen.load(DIR).sample(n)")
     x = model.sample(args.n, labels=_parse_labels(args.label), sampler=args.sampler, steps=args.steps,
                      cfg=args.cfg, eta=args.eta, seed=args.seed, grid=args.grid, clip_x0=args.clip_x0,
-                     progress=True, temperature=args.temperature)
+                     progress=True, temperature=args.temperature, truncation=args.truncation)
     _write_images(x, args.out, args.scale, "samples")
     if model.config.method.name == "gan":  # a GAN can collapse to a few images per class (issue 12)
         from imgen.metrics.diversity import mode_collapse_warning, model_diversity_ratio
@@ -284,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = none)")
     s.add_argument("--eta", type=float, help="DDIM eta in [0, 1]")
     s.add_argument("--temperature", type=float, help="prior std of a normalizing flow (e.g. 0.7; default: the model's)")
+    s.add_argument("--truncation", type=float, metavar="PSI",
+                   help="a StyleGAN's truncation psi in [0, 1]: lower is more typical, less varied (default: 1, none)")
     s.add_argument("--label", help="class label, or comma-separated labels, one per sample")
     s.add_argument("--no-clip-x0", dest="clip_x0", action="store_false", default=None,
                    help="do not clip the predicted x0 to [-1, 1] at each step")

@@ -166,8 +166,7 @@ class Trainer:
         self.group = Group() if world_size_from_env() > 1 else None  # None: one process, the plain loop
         if self.group and config.data.batch_size % self.group.world_size:
             raise ImgenError(f"data.batch_size={config.data.batch_size} does not split over {self.group.world_size} "
-                             f"processes; use a batch size divisible by the process count (e.g. --set "
-                             f"data.batch_size={config.data.batch_size - config.data.batch_size % self.group.world_size or self.group.world_size})")
+                             f"processes; use a batch size divisible by the process count (--set data.batch_size=...)")
         self.out, self.progress = Path(out_dir), progress and (self.group is None or self.group.is_main)
         self.dataset = load_dataset(config.data.name, **config.data.options)
         self.config = resolve_config(config, self.dataset)
