@@ -59,13 +59,15 @@ class Model:
                cfg: float | None = None, eta: float | None = None, seed: int = 0, grid: str | None = None,
                clip_x0: bool | None = None, noise: torch.Tensor | None = None, progress: bool = False,
                callback=None, cond: dict | None = None, negative: dict | None = None, guide=None,
-               temperature: float | None = None) -> torch.Tensor:
+               temperature: float | None = None, ts: torch.Tensor | None = None, raw: bool = False) -> torch.Tensor:
         """n samples (n, *shape) in [-1, 1] (points for 2D models; a latent model's are decoded to pixels).
         `steps` is the sampler's step count (NFE for first-order samplers); unset options come from the model's
         config.sample. Same seed, same machine -> same samples. `cond` is a ready condition dict (e.g. from
         `generate`), `negative` the one classifier-free guidance pushes away from (default: the learned null
         condition); `guide(denoiser) -> denoiser` adds further guidance (e.g. imgen.guidance.clip_guidance).
-        `temperature` scales the prior's std for a model that has one (a normalizing flow; Glow, sec. 5)."""
+        `temperature` scales the prior's std for a model that has one (a normalizing flow; Glow, sec. 5).
+        `ts` is a time grid to walk instead of make_grid(steps, grid), with `noise` the x at ts[0] (img2img, RePaint's
+        segments); raw=True returns the sampler's last x as it is: not decoded, not clipped (imgen.apps.inpaint)."""
         defaults = self.config.sample
         sampler = sampler or defaults.sampler
         steps = defaults.steps if steps is None else steps
@@ -94,7 +96,7 @@ class Model:
             raise ImgenError("classifier-free guidance needs a conditional model; this one is unconditional, use cfg=1")
         gen = torch.Generator().manual_seed(seed)
         den = self.method.denoiser(self.net)
-        ts = make_grid(den.schedule, steps, grid)
+        ts = make_grid(den.schedule, steps, grid) if ts is None else ts
         x = initial_noise(den.schedule, (n, *self.shape), ts, gen) if noise is None else noise.clone()
         if cond is None:
             if self.is_text:
@@ -110,8 +112,10 @@ class Model:
         kwargs = {"eta": eta} if sampler == "ddim" else {}
         x = fn(den, x.to(self.device), ts, cond, generator=gen, callback=callback, progress=progress, **kwargs)
         if self.latent:
+            if raw:
+                return x
             x = self.method.decode(x)  # LDM: sample the latent, decode it to pixels
-        return x.clamp(-1, 1) if len(self.shape) == 3 else x
+        return x.clamp(-1, 1) if len(self.shape) == 3 and not raw else x
 
 
     @torch.no_grad()

@@ -4,7 +4,8 @@
 
 `x` is the starting noise at time ts[0] (`initial_noise` draws it at the right scale), `ts` a decreasing
 float64 grid ending at 0 (see `imgen.schedules.make_grid`: uniform, karras, logsnr). Any trained diffusion or
-flow model runs with any sampler here. `callback(info)` receives dict(i, t, x, x0_hat) after every step.
+flow model runs with any sampler here. `callback(info)` receives dict(i, t, x, x0_hat) after every step; a
+tensor it returns replaces x (a per-step projection x <- project(x, t), e.g. inpainting's paste of the known region).
 
 Samplers whose papers assume a VE path (EDM, DPM-Solver++, annealed Langevin) run on any schedule in the
 scaled variables x / alpha at noise level sigma / alpha (Karras et al. 2022, eq. 4), which is a VE path.
@@ -30,6 +31,14 @@ def _steps(ts, progress, desc):
 
 def _noise(x, generator):
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def _step_done(callback, i, t, x, x0_hat):
+    """The one per-step hook of every sampler: report the step to `callback`; a tensor it returns becomes x."""
+    if callback is None:
+        return x
+    out = callback({"i": i, "t": t, "x": x, "x0_hat": x0_hat})
+    return out if isinstance(out, torch.Tensor) else x
 
 
 def initial_noise(schedule, shape, ts, generator=None, dtype=torch.float32, device="cpu") -> torch.Tensor:
@@ -66,8 +75,7 @@ def sample_ddim(denoiser, x, ts, cond=None, *, eta=0.0, generator=None, callback
         x = a_s * x0_hat + max(s_s**2 - c**2, 0.0) ** 0.5 * eps_hat  # eq. 12
         if c > 0:
             x = x + c * _noise(x, generator)
-        if callback is not None:
-            callback({"i": i, "t": s, "x": x, "x0_hat": x0_hat})
+        x = _step_done(callback, i, s, x, x0_hat)
     return x
 
 
@@ -95,8 +103,7 @@ def sample_euler(denoiser, x, ts, cond=None, *, generator=None, callback=None, p
         t, s = ts[i], ts[i + 1]
         v, x0_hat = _velocity(denoiser, x, t, cond)
         x = x + (s - t) * v
-        if callback is not None:
-            callback({"i": i, "t": s, "x": x, "x0_hat": x0_hat})
+        x = _step_done(callback, i, s, x, x0_hat)
     return x
 
 
@@ -112,8 +119,7 @@ def sample_midpoint(denoiser, x, ts, cond=None, *, generator=None, callback=None
         v, _ = _velocity(denoiser, x, t, cond)
         v_mid, x0_hat = _velocity(denoiser, x + 0.5 * h * v, t + 0.5 * h, cond)
         x = x + h * v_mid
-        if callback is not None:
-            callback({"i": i, "t": s, "x": x, "x0_hat": x0_hat})
+        x = _step_done(callback, i, s, x, x0_hat)
     return x
 
 
@@ -156,8 +162,7 @@ def sample_edm(denoiser, x, ts, cond=None, *, s_churn=40.0, s_tmin=0.05, s_tmax=
             d_next = (x_next - a_s * x0_next) / s_s
             x_next = a_s * (x0_hat + sig_next * d + 0.5 * (sig_next - sig) * (d_next - d))  # = x_hat + (sig_next - sig) (d + d') / 2
         x = x_next
-        if callback is not None:
-            callback({"i": i, "t": ts[i + 1], "x": x, "x0_hat": x0_hat})
+        x = _step_done(callback, i, ts[i + 1], x, x0_hat)
     return x
 
 
@@ -192,8 +197,7 @@ def sample_dpmpp_2m(denoiser, x, ts, cond=None, *, generator=None, callback=None
             d = (1 + 1 / (2 * r)) * x0_hat - 1 / (2 * r) * x0_prev  # Algorithm 2, D_i
         x = (s_s / s_t) * x - a_s * math.expm1(-h) * d  # Algorithm 2: (sigma_i / sigma_{i-1}) x - alpha_i (e^{-h_i} - 1) D_i
         x0_prev, h_prev = x0_hat, h
-        if callback is not None:
-            callback({"i": i, "t": s, "x": x, "x0_hat": x0_hat})
+        x = _step_done(callback, i, s, x, x0_hat)
     return x
 
 
@@ -230,7 +234,9 @@ def sample_langevin(denoiser, x, ts, cond=None, *, n_steps=100, eps=None, final_
             score = (x0_hat - x_scaled) / (s / a) ** 2  # score of x / alpha at sigma / alpha
             x_scaled = x_scaled + 0.5 * step * score + step**0.5 * _noise(x, generator)  # Algorithm 1, line 6
         if callback is not None:
-            callback({"i": i, "t": t, "x": a * x_scaled, "x0_hat": x0_hat})
+            x_t = a * x_scaled
+            x_new = _step_done(callback, i, t, x_t, x0_hat)
+            x_scaled = x_scaled if x_new is x_t else x_new / a
     a_end = _coeffs(sched, ts[-1])[0]
     if ts[-1] == 0 and final_denoise:
         a, _ = _coeffs(sched, levels[-1])
@@ -265,8 +271,7 @@ def ddim_invert(denoiser, x0, ts, cond=None, *, fixed_point_iters=4, callback=No
             x0_hat = (x - s_t * eps_hat) / a_t
             x_new = a_s * x0_hat + s_s * eps_hat
         x = x_new
-        if callback is not None:
-            callback({"i": i, "t": s, "x": x, "x0_hat": x0_hat})
+        x = _step_done(callback, i, s, x, x0_hat)
     return x
 
 
