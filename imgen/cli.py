@@ -1,4 +1,4 @@
-"""`imgen` command line: presets, train, data, sample, generate, serve, eval, demo.
+"""`imgen` command line: presets, train, data, sample, generate, inpaint, outpaint, img2img, serve, eval, demo.
 
 Bad input ends with one line `imgen: error: ...` naming the problem and the fix (exit code 2).
 """
@@ -191,6 +191,60 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _app_inputs(args):
+    """The model, the checked input image and the sampler options of an image-to-image verb (imgen.apps)."""
+    from imgen.apps.inputs import pixel_shape, read_image
+    from imgen.model import load
+
+    if args.n < 1:
+        raise ImgenError(f"--n must be >= 1, got {args.n}")
+    if args.steps is not None and args.steps < 1:
+        raise ImgenError(f"--steps must be >= 1, got {args.steps}")
+    _check_image_out(args.out)
+    model = load(resolve_model(args.model))
+    pixel_shape(model)  # refuses a model that is not a diffusion or flow model of images
+    image = read_image(args.image, model)
+    opts = {"n": args.n, "seed": args.seed, "steps": args.steps, "cfg": args.cfg, "sampler": args.sampler,
+            "label": None if args.label is None else _parse_labels(args.label), "progress": True}
+    return model, image, opts
+
+
+def cmd_inpaint(args) -> int:
+    from imgen.apps.inpaint import inpaint
+    from imgen.apps.inputs import read_mask
+
+    model, image, opts = _app_inputs(args)
+    mask = read_mask(args.mask, tuple(image.shape[2:]))
+    x = inpaint(model, image, mask, args.prompt, method=args.method, jump_length=args.jump_length,
+                resample=args.resample, **opts)
+    _write_images(x, args.out, args.scale, f"inpainted images ({args.method})")
+    return 0
+
+
+def cmd_outpaint(args) -> int:
+    from imgen.apps.inpaint import outpaint
+
+    model, image, opts = _app_inputs(args)
+    by = args.by if args.by is not None else image.shape[-1] // 4
+    x, _ = outpaint(model, image, args.extend, by, args.prompt, method=args.method, jump_length=args.jump_length,
+                    resample=args.resample, **opts)
+    print(f"the model's canvas is fixed at {image.shape[-1]}x{image.shape[-2]}: the image was shifted {by} pixels "
+          f"away from {' and '.join(args.extend)} and the uncovered band filled")
+    _write_images(x, args.out, args.scale, "outpainted images")
+    return 0
+
+
+def cmd_img2img(args) -> int:
+    from imgen.apps.img2img import img2img
+
+    if not 0.0 <= args.strength <= 1.0:
+        raise ImgenError(f"--strength must be in [0, 1] (0 keeps the input, 1 ignores it), got {args.strength}")
+    model, image, opts = _app_inputs(args)
+    x = img2img(model, image, args.prompt, args.strength, **opts)
+    _write_images(x, args.out, args.scale, f"img2img images (strength {args.strength})")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from imgen.web.app import serve
 
@@ -309,6 +363,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the grid PNG")
     s.set_defaults(fn=cmd_generate)
+
+    for verb, help_ in (("inpaint", "fill the white part of --mask in an image (RePaint or replacement)"),
+                        ("outpaint", "extend an image past its edges (shifted within the model's fixed canvas)"),
+                        ("img2img", "redraw an image under a prompt from noise level --strength (SDEdit)")):
+        s = sub.add_parser(verb, help=help_)
+        s.add_argument("image", help="the input PNG, at the model's image size")
+        s.add_argument("prompt", help='what to draw with a text-to-image model; "" for a model without text')
+        s.add_argument("--model", help="a shipped model name or a model directory (default: the shipped shapes model)")
+        s.add_argument("--out", required=True, help="a .png path (grid of the --n images) or a folder for one PNG each")
+        s.add_argument("--n", type=int, default=1, help="number of images")
+        s.add_argument("--label", help="class label of a class-conditional model")
+        s.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the model's)")
+        s.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+        s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint (default: the model's)")
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the grid PNG")
+        if verb == "inpaint":
+            s.add_argument("--mask", required=True, help="a black-and-white PNG of the image's size: white = fill")
+        if verb == "outpaint":
+            s.add_argument("--extend", action="append", required=True, choices=["left", "right", "top", "bottom"],
+                           help="side to extend; repeat for two (one per axis)")
+            s.add_argument("--by", type=int, help="pixels to extend (default: a quarter of the width)")
+        if verb in ("inpaint", "outpaint"):
+            s.add_argument("--method", default="repaint", choices=["repaint", "replacement"])
+            s.add_argument("--jump-length", type=int, default=5, help="RePaint: sampler steps between jumps back")
+            s.add_argument("--resample", type=int, default=5, help="RePaint: times each segment is run")
+        else:
+            s.add_argument("--strength", type=float, default=0.6, help="noise level to start from, in [0, 1]")
+        s.set_defaults(fn={"inpaint": cmd_inpaint, "outpaint": cmd_outpaint, "img2img": cmd_img2img}[verb])
 
     s = sub.add_parser("serve", help="a web page to sample models in the browser (needs `pip install 'imgen[web]'`)")
     s.add_argument("--model", action="append", metavar="NAME_OR_DIR",

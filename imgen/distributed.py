@@ -18,6 +18,8 @@ size (n * world_size, exactly the draw one process makes for the whole batch) an
 (global_draws below). The generators stay in step across ranks and every sample gets the noise it gets in a
 single-process run, at the price of drawing world_size times the random numbers (cheap next to the net).
 The global torch RNG (dropout) is per rank: seeded by (seed, rank), and its state is checkpointed per rank.
+What no slicing can make equal: a loss that couples the samples of a batch sees the rank's share only (BatchNorm
+statistics; CLIP's contrastive negatives, as OpenCLIP's local loss).
 """
 from __future__ import annotations
 
