@@ -77,7 +77,7 @@ def read_image(path: str | Path, model) -> torch.Tensor:
     if img.size != (w, h):
         raise ImgenError(f"{path} is {img.size[0]}x{img.size[1]} but the model makes {w}x{h} images; "
                          f"resize or crop it to {w}x{h}")
-    return check_image(model, from_uint8(np.asarray(img)[None]))
+    return check_image(model, from_uint8(np.array(img)[None]))
 
 
 def read_mask(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
