@@ -37,10 +37,11 @@ def _coeffs(schedule, t) -> tuple[float, float]:
 @torch.no_grad()
 def inpaint(model, image, mask, prompt: str | None = None, *, method: str = "repaint", jump_length: int = 5,
             resample: int = 5, n: int = 1, seed: int = 0, steps: int | None = None, grid: str | None = None,
-            label=None, progress: bool = False, **kwargs) -> torch.Tensor:
+            label=None, progress: bool = False, paste: bool = True, **kwargs) -> torch.Tensor:
     """Fill the hole (`mask` True / 1) of `image` ((C, H, W) or (1, C, H, W) in [-1, 1]) with what the prompt (or
     label) asks for: (n, C, H, W) in [-1, 1], equal to `image` outside the hole. kwargs go to Model.sample
-    (sampler, cfg, eta, ...). method="repaint" costs `resample` times the sampler's evaluations."""
+    (sampler, cfg, eta, ...). method="repaint" costs `resample` times the sampler's evaluations. paste=False
+    returns the decoded sample without the final paste of the known pixels (to measure what blending alone keeps)."""
     if method not in METHODS:
         raise ImgenError(f"unknown inpainting method {method!r}; valid: {', '.join(METHODS)}")
     check_int(jump_length, "jump_length (sampler steps between RePaint's jumps back)")
@@ -84,6 +85,8 @@ def inpaint(model, image, mask, prompt: str | None = None, *, method: str = "rep
             bar.update(1)
     bar.close()
     out = from_model_space(model, z)
+    if not paste:
+        return out
     return torch.where(hole.expand_as(out), out, x.expand_as(out))  # known pixels stay exactly what they were
 
 
