@@ -324,7 +324,7 @@ class Trainer:
                     window_loss[name] += losses[name]
                 window_n += 1
                 bar.update(1)
-                if main and (self.step % t.log_every == 0 or self.step == t.steps):
+                if self.step % t.log_every == 0 or self.step == t.steps:  # every rank drains log_stats; rank 0 writes
                     dt = time.perf_counter() - tic
                     first = names[0]
                     rec = {"step": self.step, "loss": window_loss[first] / window_n,
@@ -335,8 +335,9 @@ class Trainer:
                         rec.update({f"grad_norm_{n}": gnorms[n] for n in names})
                     if hasattr(self.method, "log_stats"):
                         rec.update(self.method.log_stats())
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
+                    if log:
+                        log.write(json.dumps(rec) + "\n")
+                        log.flush()
                     bar.set_postfix(loss=f"{rec['loss']:.4f}")
                     window_loss, window_n, tic = dict.fromkeys(names, 0.0), 0, time.perf_counter()
                 if self.step % t.ckpt_every == 0 or self.step == t.steps:
