@@ -59,15 +59,17 @@ class Model:
                cfg: float | None = None, eta: float | None = None, seed: int = 0, grid: str | None = None,
                clip_x0: bool | None = None, noise: torch.Tensor | None = None, progress: bool = False,
                callback=None, cond: dict | None = None, negative: dict | None = None, guide=None,
-               temperature: float | None = None, ts: torch.Tensor | None = None, raw: bool = False) -> torch.Tensor:
+               temperature: float | None = None, truncation: float | None = None, ts: torch.Tensor | None = None,
+               raw: bool = False) -> torch.Tensor:
         """n samples (n, *shape) in [-1, 1] (points for 2D models; a latent model's are decoded to pixels).
         `steps` is the sampler's step count (NFE for first-order samplers); unset options come from the model's
         config.sample. Same seed, same machine -> same samples. `cond` is a ready condition dict (e.g. from
         `generate`), `negative` the one classifier-free guidance pushes away from (default: the learned null
         condition); `guide(denoiser) -> denoiser` adds further guidance (e.g. imgen.guidance.clip_guidance).
-        `temperature` scales the prior's std for a model that has one (a normalizing flow; Glow, sec. 5).
-        `ts` is a time grid to walk instead of make_grid(steps, grid), with `noise` the x at ts[0] (img2img, RePaint's
-        segments); raw=True returns the sampler's last x as it is: not decoded, not clipped (imgen.apps.inpaint)."""
+        `temperature` scales the prior's std for a model that has one (a normalizing flow; Glow, sec. 5);
+        `truncation` psi pulls a StyleGAN's w toward its mean (Karras et al. 2019, sec. 5.1). `ts` is a time grid
+        to walk instead of make_grid(steps, grid), with `noise` the x at ts[0] (img2img, RePaint's segments);
+        raw=True returns the sampler's last x as it is: not decoded, not clipped (imgen.apps.inpaint)."""
         defaults = self.config.sample
         sampler = sampler or defaults.sampler
         steps = defaults.steps if steps is None else steps
@@ -82,6 +84,11 @@ class Model:
                 raise ImgenError(f"{self.config.method.name} models have no sampling temperature (a normalizing flow "
                                  "has one); sample without temperature")
             extra["temperature"] = temperature
+        if truncation is not None:
+            if "truncation" not in inspect.signature(getattr(self.method, "sample", lambda: None)).parameters:
+                raise ImgenError(f"{self.config.method.name} models have no truncation (a GAN has one); sample "
+                                 "without truncation")
+            extra["truncation"] = truncation
         if hasattr(self.method, "sample"):  # a method with its own sampler, off the Gaussian path (cold diffusion)
             if cfg != 1.0:
                 raise ImgenError(f"{self.config.method.name} has no classifier-free guidance; use cfg=1")

@@ -72,9 +72,9 @@ class GANMethod:
             raise ImgenError("a class-conditional GAN needs labelled data; use a dataset with labels")
         return batch["label"]
 
-    def _fake(self, net, n: int, labels, generator) -> torch.Tensor:
+    def _fake(self, net, n: int, labels, generator, **kwargs) -> torch.Tensor:
         z = torch.randn((n, net.latent_dim), generator=generator)
-        return net.generator(z, labels)
+        return net.generator(z, labels, generator=generator, **kwargs)  # a StyleGAN's noise and mixing draw too
 
     def discriminator_loss(self, net, batch: dict, generator=None) -> torch.Tensor:
         x, y = batch["image"], self._labels(net, batch)
@@ -104,15 +104,24 @@ class GANMethod:
     # -- sampling -------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, net, shape: tuple, cond: dict | None = None, steps: int | None = None, generator=None,
-               **_) -> torch.Tensor:
-        """shape[0] images G(z), z ~ N(0, I) (one network evaluation; `steps` does not apply)."""
+               truncation: float | None = None, **_) -> torch.Tensor:
+        """shape[0] images G(z), z ~ N(0, I) (one network evaluation; `steps` does not apply). `truncation` psi:
+        a StyleGAN's w pulled toward its mean, w_avg + psi (w - w_avg) (Karras et al. 2019, sec. 5.1)."""
         self._check(net)
+        kwargs = {}
+        if truncation is not None:
+            if not hasattr(net.generator, "mapping"):
+                raise ImgenError("truncation needs a StyleGAN (net stylegan: it truncates w toward its mean); this "
+                                 "GAN has no mapping network, sample it without truncation")
+            if isinstance(truncation, bool) or not isinstance(truncation, (int, float)) or not 0 <= truncation <= 1:
+                raise ImgenError(f"truncation psi must be a number in [0, 1] (1: none), got {truncation!r}")
+            kwargs["truncation"] = float(truncation)
         labels = None if cond is None else cond.get("label")
         if net.num_classes is not None and labels is None:
             raise ImgenError("this GAN is class-conditional; give labels")
         if net.num_classes is None and labels is not None:
             raise ImgenError("this GAN is unconditional; sample it without labels")
-        return self._fake(net, shape[0], labels, generator)
+        return self._fake(net, shape[0], labels, generator, **kwargs)
 
     def denoiser(self, net):
         raise ImgenError("a GAN is not a diffusion model: it has no denoiser; sample it with imgen.load(DIR).sample")

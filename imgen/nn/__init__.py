@@ -13,6 +13,7 @@ from imgen.nn.clip import clip_net
 from imgen.nn.dit import DiT, dit_s, dit_tiny
 from imgen.nn.flow import Glow, RealNVP
 from imgen.nn.gan import GAN
+from imgen.nn.stylegan import StyleGAN
 from imgen.nn.layers import check_kwargs
 from imgen.nn.mlp import MLPDenoiser
 from imgen.nn.prior import PriorTransformer
@@ -28,6 +29,7 @@ NETS["evaluator"] = evaluator_net  # imgen's evaluator classifiers (method attri
 NETS.update(realnvp=RealNVP, glow=Glow)  # normalizing flows (method normalizing_flow)
 NETS["vqvae"] = VQAutoencoder  # VQ-VAE / VQGAN tokenizers (methods vqvae, vqgan)
 NETS["gan"] = GAN  # generator + discriminator (method gan)
+NETS["stylegan"] = StyleGAN  # StyleGAN-lite generator + discriminator (method gan)
 
 
 def build_net(name: str, **kwargs):

@@ -71,8 +71,8 @@ class DCGANGenerator(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         _dcgan_init(self)
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.embed is not None:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+        if self.embed is not None:  # (`generator` is unused: a DCGAN draws nothing beyond z)
             if labels is None:
                 raise ImgenError("this generator is class-conditional; give labels")
             z = torch.cat([z, self.embed(labels)], 1)

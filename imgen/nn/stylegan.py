@@ -1,0 +1,164 @@
+"""StyleGAN-lite (Karras et al. 2019, "StyleGAN"; 2020, "StyleGAN2") in plain PyTorch, no custom ops:
+
+    MappingNetwork      z -> w: pixel norm, then an MLP with LeakyReLU (StyleGAN sec. 2); tracks w_avg
+    ModulatedConv2d     weights scaled per sample by the style s = A(w), then demodulated (StyleGAN2 eq. 1-3)
+    StyleGenerator      a learned 4x4 constant, per resolution x2 upsampling and two modulated convs with per-pixel
+                        noise inputs (StyleGAN sec. 2), skip toRGB outputs summed across resolutions (StyleGAN2
+                        fig. 7b); style mixing in training (StyleGAN sec. 3.1); truncation psi at sampling (sec. 5.1)
+    StyleGAN            a StyleGenerator and imgen's DCGANDiscriminator (with minibatch stddev, as StyleGAN's) in one
+                        module, trained by method gan (StyleGAN2's loss: non-saturating + R1)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imgen.errors import ImgenError, check_int
+from imgen.nn.gan import DCGANDiscriminator, _levels
+
+
+class MappingNetwork(nn.Module):
+    """z (B, z_dim) [, labels] -> w (B, w_dim). A conditional mapping concatenates a class embedding to z (as
+    StyleGAN2-ADA's conditional mapping does). `w_avg` is the running mean of w, the centre of truncation."""
+
+    def __init__(self, z_dim: int, w_dim: int, depth: int = 4, num_classes: int | None = None,
+                 w_avg_beta: float = 0.995):
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, z_dim) if num_classes else None
+        dims = [z_dim * (2 if num_classes else 1)] + [w_dim] * depth
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.LeakyReLU(0.2)]
+        self.mlp = nn.Sequential(*layers)
+        self.w_avg_beta = w_avg_beta
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        z = z * torch.rsqrt(z.pow(2).mean(1, keepdim=True) + 1e-8)  # pixel norm of z (StyleGAN app. C)
+        if self.embed is not None:
+            if labels is None:
+                raise ImgenError("this StyleGAN is class-conditional; give labels")
+            e = self.embed(labels)
+            z = torch.cat([z, e * torch.rsqrt(e.pow(2).mean(1, keepdim=True) + 1e-8)], 1)
+        w = self.mlp(z)
+        if self.training:
+            with torch.no_grad():
+                self.w_avg.lerp_(w.mean(0), 1 - self.w_avg_beta)
+        return w
+
+
+class ModulatedConv2d(nn.Module):
+    """A k x k conv whose weights are scaled per sample: w'_ijk = s_i w_ijk (StyleGAN2 eq. 1), then
+    w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + eps) (eq. 3), run as one grouped conv over the batch."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, w_dim: int, demodulate: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.scale = 1 / math.sqrt(in_channels * kernel_size ** 2)  # equalised learning rate (ProGAN sec. 4.1)
+        self.affine = nn.Linear(w_dim, in_channels)  # A: w -> style s
+        nn.init.ones_(self.affine.bias)  # styles start at 1
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.demodulate, self.padding = demodulate, kernel_size // 2
+
+    def modulated_weight(self, w: torch.Tensor) -> torch.Tensor:
+        """(B, out, in, k, k): the per-sample weights."""
+        s = self.affine(w)  # (B, in)
+        weight = self.scale * self.weight[None] * s[:, None, :, None, None]  # eq. 1
+        if self.demodulate:
+            weight = weight * torch.rsqrt(weight.pow(2).sum((2, 3, 4), keepdim=True) + 1e-8)  # eq. 3
+        return weight
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        b, c, h, wd = x.shape
+        weight = self.modulated_weight(w)
+        out = F.conv2d(x.reshape(1, b * c, h, wd), weight.reshape(-1, c, *weight.shape[3:]), padding=self.padding,
+                       groups=b)
+        return out.reshape(b, -1, h, wd) + self.bias[None, :, None, None]
+
+
+class StyleLayer(nn.Module):
+    """Modulated 3x3 conv, per-pixel noise scaled by a learned per-channel strength (StyleGAN fig. 1b, "B"),
+    LeakyReLU(0.2)."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channels, out_channels, 3, w_dim)
+        self.noise_strength = nn.Parameter(torch.zeros(out_channels))
+
+    def forward(self, x, w, generator=None):
+        x = self.conv(x, w)
+        noise = torch.randn((x.shape[0], 1, *x.shape[2:]), generator=generator)
+        return F.leaky_relu(x + self.noise_strength[None, :, None, None] * noise, 0.2)
+
+
+class StyleGenerator(nn.Module):
+    """z (B, latent_dim) [, labels] -> images (B, C, S, S) in [-1, 1]; one w per layer (num_ws of them)."""
+
+    def __init__(self, latent_dim: int, out_channels: int, image_size: int, channels: int = 64,
+                 num_classes: int | None = None, mapping_depth: int = 4, mixing_prob: float = 0.9):
+        super().__init__()
+        levels = _levels(image_size)
+        self.latent_dim, self.num_classes, self.mixing_prob = latent_dim, num_classes, mixing_prob
+        self.mapping = MappingNetwork(latent_dim, latent_dim, mapping_depth, num_classes)
+        self.const = nn.Parameter(torch.randn(1, channels, 4, 4))
+        self.layers = nn.ModuleList([StyleLayer(channels, channels, latent_dim)])
+        self.to_rgb = nn.ModuleList([ModulatedConv2d(channels, out_channels, 1, latent_dim, demodulate=False)])
+        for _ in range(levels):
+            self.layers.extend([StyleLayer(channels, channels, latent_dim), StyleLayer(channels, channels, latent_dim)])
+            self.to_rgb.append(ModulatedConv2d(channels, out_channels, 1, latent_dim, demodulate=False))
+        self.num_ws = len(self.layers)
+
+    def ws(self, z: torch.Tensor, labels=None, truncation: float = 1.0, generator=None) -> torch.Tensor:
+        """(B, num_ws, w_dim): one w per layer; in training a second z takes over after a random layer with
+        probability mixing_prob (style mixing, StyleGAN sec. 3.1); truncation psi pulls w toward w_avg:
+        w' = w_avg + psi (w - w_avg) (StyleGAN sec. 5.1, eq. 3)."""
+        w = self.mapping(z, labels)
+        if truncation != 1.0:
+            w = self.mapping.w_avg + truncation * (w - self.mapping.w_avg)
+        ws = w[:, None].repeat(1, self.num_ws, 1)
+        if self.training and self.mixing_prob > 0:
+            w2 = self.mapping(torch.randn(z.shape, generator=generator), labels)
+            cut = torch.randint(1, self.num_ws, (z.shape[0], 1), generator=generator)
+            mix = torch.rand((z.shape[0], 1), generator=generator) < self.mixing_prob
+            later = (torch.arange(self.num_ws)[None] >= cut) & mix  # (B, num_ws): layers that take w2
+            ws = torch.where(later[..., None], w2[:, None], ws)
+        return ws
+
+    def synthesis(self, ws: torch.Tensor, generator=None) -> torch.Tensor:
+        """ws (B, num_ws, w_dim) -> images; toRGB of each resolution upsampled and summed (StyleGAN2 fig. 7b)."""
+        x = self.layers[0](self.const.expand(ws.shape[0], -1, -1, -1), ws[:, 0], generator)
+        rgb = self.to_rgb[0](x, ws[:, 0])
+        for i in range(1, self.num_ws, 2):
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            x = self.layers[i](x, ws[:, i], generator)
+            x = self.layers[i + 1](x, ws[:, i + 1], generator)
+            rgb = F.interpolate(rgb, scale_factor=2, mode="bilinear", align_corners=False)
+            rgb = rgb + self.to_rgb[(i + 1) // 2](x, ws[:, i + 1])
+        return torch.tanh(rgb)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, truncation: float = 1.0,
+                generator=None) -> torch.Tensor:
+        return self.synthesis(self.ws(z, labels, truncation, generator), generator)
+
+
+class StyleGAN(nn.Module):
+    """StyleGenerator + DCGANDiscriminator (no norm, minibatch stddev). Options: in_channels, image_size,
+    num_classes (from the data), latent_dim (= w_dim), g_channels, d_channels, mapping_depth, mixing_prob."""
+
+    def __init__(self, in_channels: int = 3, image_size: int = 32, num_classes: int | None = None,
+                 latent_dim: int = 64, g_channels: int = 64, d_channels: int = 32, mapping_depth: int = 4,
+                 mixing_prob: float = 0.9):
+        super().__init__()
+        for value, name in ((in_channels, "in_channels"), (latent_dim, "latent_dim"), (g_channels, "g_channels"),
+                            (d_channels, "d_channels"), (mapping_depth, "mapping_depth")):
+            check_int(value, f"stylegan {name}")
+        if not (isinstance(mixing_prob, (int, float)) and 0 <= mixing_prob <= 1):
+            raise ImgenError(f"stylegan mixing_prob must be in [0, 1], got {mixing_prob!r}")
+        self.latent_dim, self.num_classes = latent_dim, num_classes
+        self.generator = StyleGenerator(latent_dim, in_channels, image_size, g_channels, num_classes, mapping_depth,
+                                        mixing_prob)
+        self.discriminator = DCGANDiscriminator(in_channels, image_size, d_channels, num_classes, norm="none",
+                                                minibatch_std=True)

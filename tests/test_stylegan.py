@@ -1,0 +1,87 @@
+"""StyleGAN-lite (imgen.nn.stylegan): a modulated conv is a plain conv with each sample's modulated weights and
+demodulation gives every output channel unit norm, truncation psi pulls w to w_avg (psi 0: w_avg itself), style
+mixing switches to a second w after one layer in training only, noise inputs follow the sampling seed, and
+`imgen sample --truncation` works for a StyleGAN and is refused, with one clear error, for other models."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import imgen
+from imgen.config import Config, DataConfig, MethodConfig, NetConfig, TrainConfig
+from imgen.errors import ImgenError
+from imgen.nn import build_net
+from imgen.nn.stylegan import ModulatedConv2d
+from imgen.train import train
+
+
+def test_modulated_conv_is_a_per_sample_conv_with_demodulated_unit_norm_weights():
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(3, 5, 3, w_dim=4)
+    x, w = torch.randn(2, 3, 6, 6), torch.randn(2, 4)
+    weight = conv.modulated_weight(w)  # (B, out, in, k, k)
+    assert torch.allclose(weight.pow(2).sum((2, 3, 4)), torch.ones(2, 5), atol=1e-5)  # StyleGAN2 eq. 3
+    s = conv.affine(w)
+    raw = conv.scale * conv.weight[None] * s[:, None, :, None, None]  # eq. 1
+    assert torch.allclose(weight, raw / raw.pow(2).sum((2, 3, 4), keepdim=True).sqrt(), atol=1e-6)
+    expect = torch.cat([F.conv2d(x[i:i + 1], weight[i], conv.bias, padding=1) for i in range(2)])
+    assert torch.allclose(conv(x, w), expect, atol=1e-5)
+
+
+def test_truncation_pulls_w_to_its_mean_and_mixing_switches_w_after_one_layer_in_training_only():
+    torch.manual_seed(0)
+    g = build_net("stylegan", in_channels=1, image_size=16, latent_dim=8, g_channels=8, d_channels=8,
+                  mixing_prob=1.0).generator
+    g.train()
+    for _ in range(5):
+        g.mapping(torch.randn(16, 8))  # w_avg follows the mapped w in training
+    assert g.mapping.w_avg.abs().sum() > 0
+    g.eval()
+    z = torch.randn(4, 8)
+    w = g.mapping(z)
+    assert torch.allclose(g.ws(z, truncation=0.0), g.mapping.w_avg.expand(4, g.num_ws, 8))
+    assert torch.allclose(g.ws(z, truncation=0.5)[:, 0], g.mapping.w_avg + 0.5 * (w - g.mapping.w_avg), atol=1e-6)
+    assert torch.equal(g.ws(z), w[:, None].expand(4, g.num_ws, 8))  # eval: no mixing
+    g.train()
+    ws = g.ws(z, generator=torch.Generator().manual_seed(1))
+    for i in range(4):  # layers [0, cut) keep w(z), layers [cut, num_ws) take the second w
+        same = torch.isclose(ws[i], ws[i, :1], atol=1e-6).all(1)
+        cut = int(same.long().argmin())
+        assert 1 <= cut < g.num_ws and same[:cut].all() and not same[cut:].any()
+
+
+def test_noise_inputs_follow_the_sampling_generator():
+    torch.manual_seed(0)
+    g = build_net("stylegan", in_channels=1, image_size=8, latent_dim=8, g_channels=8, d_channels=8).generator.eval()
+    for layer in g.layers:
+        torch.nn.init.constant_(layer.noise_strength, 0.5)
+    z = torch.randn(2, 8)
+    a = g(z, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (2, 1, 8, 8)
+    assert torch.equal(a, g(z, generator=torch.Generator().manual_seed(0)))
+    assert not torch.equal(a, g(z, generator=torch.Generator().manual_seed(1)))
+
+
+def test_imgen_sample_truncation_for_a_stylegan_and_a_clear_error_elsewhere(tmp_path, capsys):
+    from imgen.cli import main
+
+    cfg = Config(description="tiny StyleGAN", data=DataConfig("digits", {"split": "all"}, batch_size=8),
+                 net=NetConfig("stylegan", {"num_classes": None, "latent_dim": 8, "g_channels": 8, "d_channels": 8}),
+                 method=MethodConfig("gan", {"loss": "nonsaturating", "r1_weight": 1.0}),
+                 train=TrainConfig(steps=4, lr=1e-3, betas=[0.0, 0.99], warmup=0, grad_clip=0.0, ckpt_every=4,
+                                   log_every=2))
+    train(cfg, tmp_path / "s", progress=False)
+    m = imgen.load(tmp_path / "s")
+    x0 = m.sample(4, truncation=0.0, seed=0)
+    assert x0.shape == (4, 1, 8, 8) and not torch.equal(x0, m.sample(4, truncation=1.0, seed=0))
+    assert main(["sample", str(tmp_path / "s"), "--truncation", "0.5", "--n", "4",
+                 "--out", str(tmp_path / "t.png")]) == 0 and (tmp_path / "t.png").is_file()
+    with pytest.raises(ImgenError, match=r"in \[0, 1\]"):
+        m.sample(2, truncation=1.5)
+    dcgan = Config(description="tiny DCGAN", data=DataConfig("digits", {"split": "all"}, batch_size=8),
+                   net=NetConfig("gan", {"num_classes": None, "latent_dim": 8, "g_channels": 8, "d_channels": 8}),
+                   method=MethodConfig("gan", {}), train=TrainConfig(steps=1, warmup=0, ckpt_every=1))
+    train(dcgan, tmp_path / "d", progress=False)
+    capsys.readouterr()
+    assert main(["sample", str(tmp_path / "d"), "--truncation", "0.5", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("imgen: error:") == 1 and "StyleGAN" in err
