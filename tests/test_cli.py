@@ -69,7 +69,7 @@ def test_toml_config_and_seed_and_steps_flags(capsys, tmp_path):
     (["train", "digits-flow", "--out", "X", "--steps", "0"], "train.steps must be > 0"),
     (["train", "digits-flow", "--out", "X", "--set", "data.name=imagenet"], "unknown dataset"),
     (["train", "digits-flow", "--out", "X", "--set", "net.options.widthh=3"], "widthh"),
-    (["train", "digits-flow", "--out", "X", "--set", "method.name=gan"], "unknown method 'gan'"),
+    (["train", "digits-flow", "--out", "X", "--set", "method.name=pixelcnn"], "unknown method 'pixelcnn'"),
     (["sample", "X", "--n", "4", "--out", "o.png"], "is not a model directory"),
 ])
 def test_bad_input_is_one_clear_line(capsys, tmp_path, monkeypatch, argv, pattern):
