@@ -51,6 +51,13 @@ class TrainConfig:
     log_every: int = 10
     init_from: str = ""  # a model directory whose EMA weights initialise net and EMA (reflow, distillation); "" = random
 
+    def adamw(self, params, lr: float | None = None):
+        """The AdamW this config describes (betas, weight decay, eps) over `params`, at `lr` (default: self.lr)."""
+        import torch
+
+        return torch.optim.AdamW(params, lr=self.lr if lr is None else lr, betas=tuple(self.betas),
+                                 weight_decay=self.weight_decay, eps=self.adam_eps)
+
 
 @dataclass
 class SampleConfig:

@@ -21,3 +21,10 @@ def check_int(value, name: str, minimum: int = 1, hint: str = ""):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ImgenError(f"{name} must be an integer >= {minimum}, got {value!r}{hint}")
     return value
+
+
+def check_nonnegative(value, name: str, hint: str = "") -> float:
+    """float(`value`) if it is a real number >= 0 (bools are not numbers here), else one ImgenError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ImgenError(f"{name} must be a number >= 0{hint}, got {value!r}")
+    return float(value)

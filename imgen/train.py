@@ -136,8 +136,7 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list, 
 
 def _optimizers(method, net, t) -> dict[str, torch.optim.Optimizer]:
     if not hasattr(method, "optimizers"):
-        return {"net": torch.optim.AdamW(net.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay,
-                                         eps=t.adam_eps)}
+        return {"net": t.adamw(net.parameters())}
     opts = method.optimizers(net, t)
     if not opts or not all(isinstance(o, torch.optim.Optimizer) for o in opts.values()):
         raise ImgenError(f"{type(method).__name__}.optimizers must return {{name: torch.optim.Optimizer}}, got {opts!r}")

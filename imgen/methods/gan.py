@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from imgen.errors import ImgenError, check_int
+from imgen.errors import ImgenError, check_int, check_nonnegative
 from imgen.methods.gan_losses import LOSSES, gradient_penalty, r1_penalty
 
 
@@ -28,8 +28,7 @@ class GANMethod:
         if loss not in LOSSES:
             raise ImgenError(f"gan loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         for name, value in (("gp_weight", gp_weight), ("r1_weight", r1_weight), ("d_lr_scale", d_lr_scale)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ImgenError(f"gan {name} must be a number >= 0, got {value!r}")
+            check_nonnegative(value, f"gan {name}")
         check_int(n_critic, "gan n_critic (discriminator steps per generator step)")
         self.loss_name, self.gp_weight, self.r1_weight = loss, float(gp_weight), float(r1_weight)
         self.n_critic, self.d_lr_scale = n_critic, float(d_lr_scale)
@@ -46,10 +45,8 @@ class GANMethod:
 
     def optimizers(self, net, t) -> dict[str, torch.optim.Optimizer]:
         self._check(net)
-        make = lambda params, lr: torch.optim.AdamW(params, lr=lr, betas=tuple(t.betas),  # noqa: E731
-                                                    weight_decay=t.weight_decay, eps=t.adam_eps)
-        return {"discriminator": make(net.discriminator.parameters(), t.lr * self.d_lr_scale),
-                "generator": make(net.generator.parameters(), t.lr)}
+        return {"discriminator": t.adamw(net.discriminator.parameters(), t.lr * self.d_lr_scale),
+                "generator": t.adamw(net.generator.parameters())}
 
     def updates(self):
         return [("discriminator", self.discriminator_loss)] * self.n_critic + [("generator", self.generator_loss)]

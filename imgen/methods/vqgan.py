@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from imgen.errors import ImgenError, check_int
+from imgen.errors import ImgenError, check_int, check_nonnegative
 from imgen.images import adapt_images
 from imgen.methods.gan_losses import hinge_discriminator_loss, hinge_generator_loss
 from imgen.methods.vqvae import VQVAEMethod, reconstruction_error
@@ -39,8 +39,7 @@ class VQGANMethod(VQVAEMethod):
         super().__init__(recon)
         for name, value in (("perceptual_weight", perceptual_weight), ("disc_weight", disc_weight),
                             ("disc_lr_scale", disc_lr_scale)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ImgenError(f"vqgan {name} must be a number >= 0, got {value!r}")
+            check_nonnegative(value, f"vqgan {name}")
         check_int(disc_start, "vqgan disc_start (the step the discriminator starts at)", minimum=0)
         self.perceptual_weight, self.disc_weight = float(perceptual_weight), float(disc_weight)
         self.disc_lr_scale, self.disc_start, self.perceptual_net = float(disc_lr_scale), disc_start, perceptual_net
@@ -57,10 +56,8 @@ class VQGANMethod(VQVAEMethod):
 
     def optimizers(self, net, t) -> dict[str, torch.optim.Optimizer]:
         self._check(net)
-        make = lambda params, lr: torch.optim.AdamW(params, lr=lr, betas=tuple(t.betas),  # noqa: E731
-                                                    weight_decay=t.weight_decay, eps=t.adam_eps)
-        return {"autoencoder": make(net.autoencoder_parameters(), t.lr),
-                "discriminator": make(net.discriminator.parameters(), t.lr * self.disc_lr_scale)}
+        return {"autoencoder": t.adamw(net.autoencoder_parameters()),
+                "discriminator": t.adamw(net.discriminator.parameters(), t.lr * self.disc_lr_scale)}
 
     def updates(self):
         return [("autoencoder", self.loss), ("discriminator", self.discriminator_loss)]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgen.errors import ImgenError, check_int
+from imgen.errors import ImgenError, check_int, check_nonnegative
 
 LFQ_EXACT_MAX_DIM = 12  # up to 2**12 codes the LFQ entropies are computed over the full softmax
 
@@ -117,9 +117,7 @@ class VectorQuantizer(_Codebook):
         super().__init__()
         check_int(codebook_size, "VectorQuantizer codebook_size")
         check_int(dim, "VectorQuantizer dim")
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta < 0:
-            raise ImgenError(f"VectorQuantizer beta must be a number >= 0 (the paper uses 0.25), got {beta!r}")
-        self.beta = float(beta)
+        self.beta = check_nonnegative(beta, "VectorQuantizer beta", " (the paper uses 0.25)")
         self.codebook = nn.Parameter(torch.empty(codebook_size, dim).uniform_(-1 / codebook_size, 1 / codebook_size))
 
     def forward(self, z: torch.Tensor):
@@ -148,9 +146,7 @@ class EMAVectorQuantizer(_Codebook):
         check_int(codebook_size, "EMAVectorQuantizer codebook_size")
         check_int(dim, "EMAVectorQuantizer dim")
         check_int(restart_after, "EMAVectorQuantizer restart_after", hint=" (updates a code may go unused before restart)")
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta < 0:
-            raise ImgenError(f"EMAVectorQuantizer beta must be a number >= 0 (the paper uses 0.25), got {beta!r}")
-        self.beta = float(beta)
+        self.beta = check_nonnegative(beta, "EMAVectorQuantizer beta", " (the paper uses 0.25)")
         self.decay = _check_positive(decay, "EMAVectorQuantizer decay", upper=1.0)
         self.eps = _check_positive(eps, "EMAVectorQuantizer eps")
         self.restart_after = restart_after
@@ -321,10 +317,8 @@ class LFQ(nn.Module):
         check_int(dim, "LFQ dim", hint=" (codebook_size = 2**dim)")
         if dim > 62:
             raise ImgenError(f"LFQ dim must be <= 62 so indices fit in int64, got {dim}")
-        for name, value in (("entropy_weight", entropy_weight), ("commitment_weight", commitment_weight)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ImgenError(f"LFQ {name} must be a number >= 0, got {value!r}")
-        self.entropy_weight, self.commitment_weight = float(entropy_weight), float(commitment_weight)
+        self.entropy_weight = check_nonnegative(entropy_weight, "LFQ entropy_weight")
+        self.commitment_weight = check_nonnegative(commitment_weight, "LFQ commitment_weight")
         self.temperature = _check_positive(temperature, "LFQ temperature")
         self.register_buffer("_bits", 2 ** torch.arange(dim - 1, -1, -1), persistent=False)  # channel 0 = MSB
         self._dim = dim
