@@ -28,30 +28,12 @@ import torch
 import imgen
 from imgen.apps.img2img import img2img
 from imgen.apps.inpaint import inpaint
-from imgen.data.shapes import COLORS, SHAPES, render_scenes
-from imgen.metrics.adherence import adherence_prompts, adherence_scenes, score_images
+from imgen.metrics.adherence import inpaint_tasks, score_images
 from imgen.metrics.evaluators import load_evaluator
 from imgen.metrics.psnr_ssim import psnr
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STRENGTHS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-
-
-def inpaint_task(n: int, image_size: int = 32):
-    """(prompts, truth, inputs (n, 3, H, W), holes (n, H, W) bool): each input is the prompt's scene with another
-    (shape, colour), the hole a square over the object."""
-    prompts, truth = adherence_prompts(n)
-    a = adherence_scenes(n)
-    other = {**a, "shape": (a["shape"] + 1 + np.arange(n) % (len(SHAPES) - 1)) % len(SHAPES),
-             "color": (a["color"] + 1 + np.arange(n) % (len(COLORS) - 1)) % len(COLORS)}
-    inputs = render_scenes(other, image_size, offsets=a["offset"])
-    cell = image_size / 3
-    cx = (a["pos"] % 3 + 0.5 + a["offset"][:, 0, 0]) * cell
-    cy = (a["pos"] // 3 + 0.5 + a["offset"][:, 0, 1]) * cell
-    grid = np.arange(image_size) + 0.5
-    holes = (np.abs(grid[None, None, :] - cx[:, None, None]) <= 0.8 * cell) & \
-            (np.abs(grid[None, :, None] - cy[:, None, None]) <= 0.8 * cell)
-    return prompts, truth, inputs, torch.from_numpy(holes)
 
 
 def known_psnr(out: torch.Tensor, x: torch.Tensor, hole: torch.Tensor) -> float:
@@ -63,7 +45,7 @@ def known_psnr(out: torch.Tensor, x: torch.Tensor, hole: torch.Tensor) -> float:
 def run(n: int, method: str, jump_length: int, resample: int) -> dict:
     model = imgen.load("shapes-latent-t2i")
     ev = load_evaluator("shapes-eval")
-    prompts, truth, inputs, holes = inpaint_task(n)
+    prompts, truth, inputs, holes = inpaint_tasks(n)
     J: dict = {"model": "shapes-latent-t2i", "n": n, "inpaint": {}, "sdedit": []}
     for meth in (method, "replacement") if method != "replacement" else (method,):
         outs, before, known, t0 = [], [], [], time.perf_counter()

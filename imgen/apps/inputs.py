@@ -14,7 +14,11 @@ from imgen.images import from_uint8
 
 def pixel_shape(model) -> tuple[int, int, int]:
     """(C, H, W) of the images `model` makes (a latent model's decoded size)."""
-    if len(model.shape) != 3 or not hasattr(model.method, "denoiser"):
+    try:  # a VAE's or GAN's method refuses to build a denoiser
+        ok = len(model.shape) == 3 and model.method.denoiser(model.net) is not None
+    except (AttributeError, ImgenError):
+        ok = False
+    if not ok:
         raise ImgenError(f"image-to-image applications need a diffusion or flow model of images; this is a "
                          f"{model.config.method.name!r} model of shape {model.shape}")
     if not model.latent:

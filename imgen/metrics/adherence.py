@@ -8,14 +8,16 @@ background leaves the background free):
 - two objects: `shapes-cells` (>= 99% per attribute on real held-out scenes) reads every cell of the 3x3 grid, so
   each object is read in the cell its prompt puts it in: object 1 at `pos`, object 2 at `pos2`, and a colour
   swapped between the two objects (an attribute-binding failure) counts as wrong.
-`adherence(model, n=...)` returns the rates; `adherence_prompts` the prompts and truths.
+`adherence(model, n=...)` returns the rates; `adherence_prompts` the prompts and truths; `inpaint_tasks` the
+same prompts as inpainting tasks (imgen.apps: the hole over an object the prompt does not describe).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from imgen.data.shapes import EMPTY, sample_scene_attributes, scene_captions, stated_attributes
+from imgen.data.shapes import COLORS, EMPTY, SHAPES, render_scenes, sample_scene_attributes, scene_captions, \
+    stated_attributes
 from imgen.errors import ImgenError
 
 HELDOUT_SEED = 1_000_003  # a stream no training run uses
@@ -50,6 +52,24 @@ def adherence_prompts(n: int, seed: int = HELDOUT_SEED, split: str = "heldout", 
     stated = np.array([[k in stated_attributes(int(t), max_objects) for k in keys] for t in a["template"]],
                       dtype=bool)
     return scene_captions(a), {**{k: a[k] for k in keys}, "stated": stated}
+
+
+def inpaint_tasks(n: int, image_size: int = 32, seed: int = HELDOUT_SEED):
+    """(prompts, truth, inputs (n, 3, H, W), holes (n, H, W) bool) for inpainting under adherence_prompts(n): each
+    input is the prompt's scene drawn with ANOTHER shape and colour (same size, position, jitter and background),
+    the hole a square over the object (0.8 cell either side of its centre), so the prompt's object must be drawn."""
+    prompts, truth = adherence_prompts(n, seed)
+    a = adherence_scenes(n, seed)
+    other = {**a, "shape": (a["shape"] + 1 + np.arange(n) % (len(SHAPES) - 1)) % len(SHAPES),
+             "color": (a["color"] + 1 + np.arange(n) % (len(COLORS) - 1)) % len(COLORS)}
+    inputs = render_scenes(other, image_size, offsets=a["offset"])
+    cell = image_size / 3
+    cx = (a["pos"] % 3 + 0.5 + a["offset"][:, 0, 0]) * cell
+    cy = (a["pos"] // 3 + 0.5 + a["offset"][:, 0, 1]) * cell
+    grid = np.arange(image_size) + 0.5
+    holes = (np.abs(grid[None, None, :] - cx[:, None, None]) <= 0.8 * cell) & \
+            (np.abs(grid[None, :, None] - cy[:, None, None]) <= 0.8 * cell)
+    return prompts, truth, inputs, torch.from_numpy(holes)
 
 
 def score_images(images: torch.Tensor, truth: dict[str, np.ndarray], evaluator=None) -> dict[str, float]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imgen.checkpoint import load_tensors
+from imgen.checkpoint import load_tensors, read_json
 from imgen.config import Config, load_config
 from imgen.errors import ImgenError
 from imgen.nn.autoencoder import VAE, AutoencoderKL
@@ -58,6 +58,11 @@ def load_net(path: str | Path, weights: str = "ema"):
         raise ImgenError(f"{str(path)!r} is not a model directory (no config.json); train one with `imgen train`")
     if weights not in ("ema", "model"):
         raise ImgenError(f"weights must be 'ema' or 'model', got {weights!r}")
+    kind = read_json(path / "config.json").get("kind")
+    if kind is not None:  # a directory of several parts, each with a loader of its own
+        loader = {"clip": "imgen.nn.clip.CLIP.load", "unclip": "imgen.methods.unclip.UnCLIP.load"}.get(kind)
+        raise ImgenError(f"{str(path)!r} holds a {kind!r} model, not one imgen.load reads"
+                         + (f"; load it with {loader}(path)" if loader else ""))
     config = load_config(path / "config.json")
     net = build_net_from_config(config)
     try:
