@@ -121,7 +121,8 @@ def cmd_sample(args) -> int:
         raise ImgenError("this model makes 2D points, not images; sample it from Python: imgen.load(DIR).sample(n)")
     x = model.sample(args.n, labels=_parse_labels(args.label), sampler=args.sampler, steps=args.steps,
                      cfg=args.cfg, eta=args.eta, seed=args.seed, grid=args.grid, clip_x0=args.clip_x0,
-                     progress=True, temperature=args.temperature, truncation=args.truncation)
+                     progress=True, temperature=args.temperature, truncation=args.truncation, top_k=args.top_k,
+                     top_p=args.top_p)
     _write_images(x, args.out, args.scale, "samples")
     if model.config.method.name == "gan":  # a GAN can collapse to a few images per class (issue 12)
         from imgen.metrics.diversity import mode_collapse_warning, model_diversity_ratio
@@ -131,6 +132,12 @@ def cmd_sample(args) -> int:
         if ratio is not None and (note := mode_collapse_warning(ratio)):
             print(f"imgen: warning: {note}", file=sys.stderr)
     return 0
+
+
+def _add_top_k_top_p(s) -> None:
+    """A token prior's (token_ar, maskgit) sampling filters; --steps is MaskGIT's decoding iterations."""
+    s.add_argument("--top-k", dest="top_k", type=int, help="a token prior's top-k filter (1 = greedy; default: none)")
+    s.add_argument("--top-p", dest="top_p", type=float, help="a token prior's nucleus (top-p) filter in (0, 1]")
 
 
 def _check_image_out(out: str) -> None:
@@ -183,7 +190,8 @@ def cmd_generate(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         x = model.generate([args.prompt or "-"], n=args.n, negative=args.negative, unconditional=args.unconditional,
-                           sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed)
+                           sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed,
+                           **{k: v for k in ("temperature", "top_k", "top_p") if (v := getattr(args, k)) is not None})
     for w in caught:
         print(f"imgen: warning: {w.message}", file=sys.stderr)
     prompt = args.prompt if len(args.prompt) <= 80 else args.prompt[:77] + "..."
@@ -340,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, help="sampling steps (network evaluations)")
     s.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = none)")
     s.add_argument("--eta", type=float, help="DDIM eta in [0, 1]")
-    s.add_argument("--temperature", type=float, help="prior std of a normalizing flow (e.g. 0.7; default: the model's)")
+    s.add_argument("--temperature", type=float, help="prior std of a normalizing flow (e.g. 0.7), or a token prior's "
+                   "softmax temperature (default: the model's)")
+    _add_top_k_top_p(s)
     s.add_argument("--truncation", type=float, metavar="PSI",
                    help="a StyleGAN's truncation psi in [0, 1]: lower is more typical, less varied (default: 1, none)")
     s.add_argument("--label", help="class label, or comma-separated labels, one per sample")
@@ -358,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = none; default: the model's)")
     s.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint (default: the model's)")
+    s.add_argument("--temperature", type=float, help="a token prior's softmax temperature (default: 1)")
+    _add_top_k_top_p(s)
     s.add_argument("--negative", help="a negative prompt: guidance steers away from it instead of from no text")
     s.add_argument("--unconditional", action="store_true", help="ignore the prompt; sample without text")
     s.add_argument("--seed", type=int, default=0)

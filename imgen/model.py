@@ -32,7 +32,7 @@ class Model:
         self.latent = hasattr(self.method, "decode")  # samples are latents, decoded to pixels at the end
         opts = config.net.options
         self.num_classes = opts.get("num_classes")
-        self.is_text = config.net.name == "text2img"
+        self.is_text = config.net.name == "text2img" or getattr(net, "text_conditional", False)
         if config.net.name == "mlp":
             self.shape = (opts.get("dim", 2),)
         else:
@@ -60,16 +60,17 @@ class Model:
                clip_x0: bool | None = None, noise: torch.Tensor | None = None, progress: bool = False,
                callback=None, cond: dict | None = None, negative: dict | None = None, guide=None,
                temperature: float | None = None, truncation: float | None = None, ts: torch.Tensor | None = None,
-               raw: bool = False) -> torch.Tensor:
+               raw: bool = False, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
         """n samples (n, *shape) in [-1, 1] (points for 2D models; a latent model's are decoded to pixels).
         `steps` is the sampler's step count (NFE for first-order samplers); unset options come from the model's
         config.sample. Same seed, same machine -> same samples. `cond` is a ready condition dict (e.g. from
         `generate`), `negative` the one classifier-free guidance pushes away from (default: the learned null
         condition); `guide(denoiser) -> denoiser` adds further guidance (e.g. imgen.guidance.clip_guidance).
         `temperature` scales the prior's std for a model that has one (a normalizing flow; Glow, sec. 5);
-        `truncation` psi pulls a StyleGAN's w toward its mean (Karras et al. 2019, sec. 5.1). `ts` is a time grid
-        to walk instead of make_grid(steps, grid), with `noise` the x at ts[0] (img2img, RePaint's segments);
-        raw=True returns the sampler's last x as it is: not decoded, not clipped (imgen.apps.inpaint)."""
+        `truncation` psi pulls a StyleGAN's w toward its mean (Karras et al. 2019, sec. 5.1); a token prior
+        (token_ar, maskgit) takes temperature, top_k and top_p, and `steps` is MaskGIT's decoding iterations.
+        `ts` is a time grid to walk instead of make_grid(steps, grid), with `noise` the x at ts[0] (img2img,
+        RePaint's segments); raw=True returns the sampler's last x as it is: not decoded, not clipped (imgen.apps.inpaint)."""
         defaults = self.config.sample
         sampler = sampler or defaults.sampler
         steps = defaults.steps if steps is None else steps
@@ -89,9 +90,21 @@ class Model:
                 raise ImgenError(f"{self.config.method.name} models have no truncation (a GAN has one); sample "
                                  "without truncation")
             extra["truncation"] = truncation
+        params = inspect.signature(getattr(self.method, "sample", lambda: None)).parameters
+        for name, value in (("top_k", top_k), ("top_p", top_p)):
+            if value is not None:
+                if name not in params:
+                    raise ImgenError(f"{self.config.method.name} models have no {name} (a token prior, token_ar or "
+                                     f"maskgit, has one); sample without {name}")
+                extra[name] = value
         if hasattr(self.method, "sample"):  # a method with its own sampler, off the Gaussian path (cold diffusion)
-            if cfg != 1.0:
+            if cfg != 1.0 and "cfg" not in params:
                 raise ImgenError(f"{self.config.method.name} has no classifier-free guidance; use cfg=1")
+            if "cfg" in params:
+                extra["cfg"] = cfg
+            if negative is not None:
+                raise ImgenError(f"{self.config.method.name} models take no negative prompt; guidance pushes away "
+                                 "from the null condition")
             label = self._labels(n, labels)
             if cond is None and label is not None:
                 cond = {"label": label, "drop": torch.zeros(n, dtype=torch.bool)}

@@ -173,6 +173,34 @@ def shapes_vqgan() -> Config:
     return c
 
 
+_TOKEN_PRIOR = {"dim": 128, "depth": 4, "heads": 4, "max_len": 20}  # captions: <= 15 words + bos, eos
+
+
+def shapes_ar_t2i() -> Config:
+    """Text-to-image as language modelling (DALL-E, Ramesh et al. 2021; Parti, Yu et al. 2022): caption words, then
+    a shapes-vqvae tokenizer's 8x8 image tokens in raster order, predicted one by one by a causal transformer.
+    Needs a tokenizer: `imgen train shapes-vqvae --out TOK`, then --set method.options.tokenizer=TOK."""
+    return Config(
+        description="autoregressive text-to-image token prior on shapes (32x32 via 8x8 VQ tokens), causal transformer",
+        data=DataConfig("shapes", {"image_size": 32, "max_objects": 1, "split": "train"}, batch_size=64),
+        net=NetConfig("token_transformer", {**_TOKEN_PRIOR, "causal": True}),
+        method=MethodConfig("token_ar", {"tokenizer": "", "cond_drop": 0.1, "condition": "caption"}),
+        train=TrainConfig(steps=1500, lr=1e-3, warmup=100, ema_decay=0.995, ckpt_every=250, lr_schedule="cosine"),
+        sample=SampleConfig("euler", steps=64, cfg=3.0),  # steps: not used (one network call per token)
+    )
+
+
+def shapes_maskgit_t2i() -> Config:
+    """shapes-ar-t2i's tokens and captions modelled by MaskGIT (Chang et al. 2022): a bidirectional transformer
+    predicting masked tokens, decoded in 8 parallel steps. Needs --set method.options.tokenizer=TOK."""
+    c = shapes_ar_t2i()
+    c.description = "MaskGIT text-to-image token prior on shapes (32x32 via 8x8 VQ tokens), 8 decoding steps"
+    c.net.options["causal"] = False
+    c.method = MethodConfig("maskgit", {"tokenizer": "", "cond_drop": 0.1, "condition": "caption"})
+    c.sample = SampleConfig("euler", steps=8, cfg=3.0)  # steps: decoding iterations
+    return c
+
+
 def digits_cold_blur() -> Config:
     """Class-conditional cold diffusion (Bansal et al. 2022) with the blur degradation on 8x8 digits."""
     c = digits_flow()
@@ -323,6 +351,8 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "shapes-beta-vae": shapes_beta_vae,
     "shapes-vqvae": shapes_vqvae,
     "shapes-vqgan": shapes_vqgan,
+    "shapes-ar-t2i": shapes_ar_t2i,
+    "shapes-maskgit-t2i": shapes_maskgit_t2i,
     "digits-ncsn": digits_ncsn,
     "digits-edm": digits_edm,
     "digits-cold-blur": digits_cold_blur,

@@ -85,6 +85,10 @@ def resolve_config(config: Config, dataset) -> Config:
           and config.net.name not in ("autoencoder", "vae", "clip", "prior", "evaluator", "realnvp", "glow", "vqvae")
           and config.method.name not in EMBEDDING_METHODS):
         opts.setdefault("num_classes", dataset.num_classes)
+    if config.net.name == "token_transformer":  # a prior over a frozen tokenizer's tokens (token_ar, maskgit)
+        from imgen.methods.token_prior import tokenizer_net_options
+
+        opts.update(tokenizer_net_options(method_opts, dataset, opts))
     return config_from_dict(d)
 
 

@@ -8,7 +8,9 @@ from imgen.methods.denoising import DENOISING_METHODS
 from imgen.methods.distill import progressive_distillation
 from imgen.methods.gan import gan
 from imgen.methods.latent import latent
+from imgen.methods.maskgit import maskgit
 from imgen.methods.normalizing_flow import normalizing_flow
+from imgen.methods.token_ar import token_ar
 from imgen.methods.unclip import unclip_decoder, unclip_prior
 from imgen.methods.vae import vae
 from imgen.methods.vqgan import vqgan
@@ -24,6 +26,8 @@ METHODS.update(clip=clip_method, unclip_prior=unclip_prior, unclip_decoder=uncli
 METHODS["normalizing_flow"] = normalizing_flow  # RealNVP, Glow: exact likelihood, own sampler
 METHODS.update(vqvae=vqvae, vqgan=vqgan)  # image tokenizers (net vqvae)
 METHODS["gan"] = gan  # GANs: DCGAN, conditional (projection D), WGAN-GP (net gan)
+
+METHODS.update(token_ar=token_ar, maskgit=maskgit)  # token priors over a VQ tokenizer (net token_transformer)
 
 
 def build_method(name: str, **kwargs):

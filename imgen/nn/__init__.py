@@ -18,6 +18,7 @@ from imgen.nn.layers import check_kwargs
 from imgen.nn.mlp import MLPDenoiser
 from imgen.nn.prior import PriorTransformer
 from imgen.nn.text2img import TextToImageNet
+from imgen.nn.transformer import TokenTransformer
 from imgen.nn.unet import UNet, unet_small, unet_tiny
 from imgen.nn.vqvae import VQAutoencoder
 
@@ -30,6 +31,7 @@ NETS.update(realnvp=RealNVP, glow=Glow)  # normalizing flows (method normalizing
 NETS["vqvae"] = VQAutoencoder  # VQ-VAE / VQGAN tokenizers (methods vqvae, vqgan)
 NETS["gan"] = GAN  # generator + discriminator (method gan)
 NETS["stylegan"] = StyleGAN  # StyleGAN-lite generator + discriminator (method gan)
+NETS["token_transformer"] = TokenTransformer  # token priors over a VQ tokenizer (methods token_ar, maskgit)
 
 
 def build_net(name: str, **kwargs):
