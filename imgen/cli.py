@@ -1,4 +1,5 @@
-"""`imgen` command line: presets, train, data, sample, generate, inpaint, outpaint, img2img, serve, eval, demo.
+"""`imgen` command line: presets, train, finetune, data, sample, generate, inpaint, outpaint, img2img, serve, eval,
+demo.
 
 Bad input ends with one line `imgen: error: ...` naming the problem and the fix (exit code 2).
 """
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -116,7 +118,10 @@ def cmd_sample(args) -> int:
     if args.steps is not None and args.steps < 1:
         raise ImgenError(f"--steps must be >= 1, got {args.steps}")
     _check_image_out(args.out)
+    lora = _parse_lora(args.lora)
     model = load(args.model_dir)
+    if lora:
+        model.load_lora(*lora)
     if len(model.shape) != 3:
         raise ImgenError("this model makes 2D points, not images; sample it from Python: imgen.load(DIR).sample(n)")
     x = model.sample(args.n, labels=_parse_labels(args.label), sampler=args.sampler, steps=args.steps,
@@ -138,6 +143,36 @@ def _add_top_k_top_p(s) -> None:
     """A token prior's (token_ar, maskgit) sampling filters; --steps is MaskGIT's decoding iterations."""
     s.add_argument("--top-k", dest="top_k", type=int, help="a token prior's top-k filter (1 = greedy; default: none)")
     s.add_argument("--top-p", dest="top_p", type=float, help="a token prior's nucleus (top-p) filter in (0, 1]")
+
+
+def _parse_lora(text: str | None) -> tuple[str, float] | None:
+    """--lora ADAPTER[:SCALE] -> (path, scale); scale 1 when not given."""
+    if text is None:
+        return None
+    path, sep, scale = text.rpartition(":")
+    if not sep or "/" in scale or "\\" in scale or Path(text).is_file():
+        path, scale = text, "1"
+    try:
+        value = float(scale)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        raise ImgenError(f"--lora scale must be a finite number (ADAPTER:SCALE, e.g. {path}:0.8), got {scale!r}")
+    if not Path(path).is_file():
+        raise ImgenError(f"--lora adapter {path!r} not found; give the .safetensors file `imgen finetune lora` wrote")
+    return path, value
+
+
+def cmd_finetune(args) -> int:
+    from imgen.recipes.lora import finetune_lora
+
+    output_file(args.out)
+    result = finetune_lora(args.base, args.data, args.out, steps=args.steps, rank=args.rank,
+                           alpha=args.alpha, targets=args.targets.split(","), lr=args.lr,
+                           batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
+    print(f"trained the LoRA adapter to step {result['step']} (last loss {result['loss']:.4f}); wrote {args.out} "
+          f"({result['adapter_bytes'] / 1024:.0f} KiB); the run is in {result['run']} (rerun to resume)")
+    return 0
 
 
 def _check_image_out(out: str) -> None:
@@ -186,7 +221,10 @@ def cmd_generate(args) -> int:
         raise ImgenError("the prompt is empty; describe an image (e.g. \"a red circle in the top left\"), or pass "
                          "--unconditional to sample the model without text")
     _check_image_out(args.out)
+    lora = _parse_lora(args.lora)
     model = load(resolve_model(args.model))
+    if lora:
+        model.load_lora(*lora)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         x = model.generate([args.prompt or "-"], n=args.n, negative=args.negative, unconditional=args.unconditional,
@@ -339,6 +377,23 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "(default: $IMGEN_DATA_MIRROR, else the official hosts)")
     s.set_defaults(fn=cmd_data)
 
+    s = sub.add_parser("finetune", help="teach a trained model a concept from a captioned image folder (LoRA)")
+    s.add_argument("kind", choices=["lora"], help="lora: low-rank adapters (Hu et al. 2021), a small file")
+    s.add_argument("base", help="the base model: a shipped model name or a model directory")
+    s.add_argument("--data", required=True, metavar="FOLDER", help="PNGs with captions.jsonl ({\"file\": ..., "
+                                                                  "\"caption\": ...} per line)")
+    s.add_argument("--out", required=True, metavar="ADAPTER", help="the adapter to write, a .safetensors path "
+                                                                   "(trains in ADAPTER.run/; rerun to resume)")
+    s.add_argument("--steps", type=int, default=300)
+    s.add_argument("--rank", type=int, default=4, help="LoRA rank r")
+    s.add_argument("--alpha", type=float, help="LoRA alpha (update scaled by alpha / r; default: r)")
+    s.add_argument("--targets", default="attn,conv", help="comma-separated: attn, conv, text (default attn,conv)")
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_finetune)
+
     s = sub.add_parser("sample", help="sample a trained model to a PNG grid or a folder of PNGs")
     s.add_argument("model_dir")
     s.add_argument("--n", type=int, default=16)
@@ -358,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not clip the predicted x0 to [-1, 1] at each step")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the grid PNG")
+    s.add_argument("--lora", metavar="ADAPTER[:SCALE]", help="apply a LoRA adapter (imgen finetune lora) at SCALE "
+                                                             "(default 1)")
     s.set_defaults(fn=cmd_sample)
 
     s = sub.add_parser("generate", help="images from a text prompt with a text-to-image model")
@@ -374,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--unconditional", action="store_true", help="ignore the prompt; sample without text")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the grid PNG")
+    s.add_argument("--lora", metavar="ADAPTER[:SCALE]", help="apply a LoRA adapter (imgen finetune lora) at SCALE "
+                                                             "(default 1)")
     s.set_defaults(fn=cmd_generate)
 
     for verb, help_ in (("inpaint", "fill the white part of --mask in an image (RePaint or replacement)"),

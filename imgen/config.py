@@ -50,6 +50,7 @@ class TrainConfig:
     ckpt_every: int = 250
     log_every: int = 10
     init_from: str = ""  # a model directory whose EMA weights initialise net and EMA (reflow, distillation); "" = random
+    lora: dict = field(default_factory=dict)  # {rank, alpha, targets}: freeze the net, train LoRA adapters (imgen.nn.lora)
 
     def adamw(self, params, lr: float | None = None):
         """The AdamW this config describes (betas, weight decay, eps) over `params`, at `lr` (default: self.lr)."""

@@ -138,6 +138,22 @@ class Model:
         return x.clamp(-1, 1) if len(self.shape) == 3 and not raw else x
 
 
+    def load_lora(self, path: str | Path, scale: float = 1.0) -> dict:
+        """Apply a LoRA adapter file (imgen finetune lora) at strength `scale` (0 = off, 1 = as trained), merged
+        into the weights so sampling costs what the base does. Replaces any adapter already loaded. -> its meta."""
+        from imgen.nn.lora import apply_adapter, merge, remove_lora
+
+        remove_lora(self.net)
+        meta = apply_adapter(self.net, path, scale)
+        merge(self.net)
+        return meta
+
+    def unload_lora(self) -> None:
+        """Remove a loaded LoRA adapter: the base model's weights again."""
+        from imgen.nn.lora import remove_lora
+
+        remove_lora(self.net)
+
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log density log p(x) in nats per image, (B,), for a likelihood model (a normalizing flow) of

@@ -179,6 +179,11 @@ class Trainer:
         self.ema = build_net_from_config(self.config)
         if t.init_from:
             self._init_from(t.init_from)
+        if t.lora:  # LoRA fine-tuning (Hu et al. 2021): only the adapters train; the optimizer skips frozen weights
+            from imgen.nn.lora import add_lora_from_options
+
+            for net in (self.net, self.ema):
+                add_lora_from_options(net, t.lora)
         self.ema.load_state_dict(self.net.state_dict())
         self.ema.requires_grad_(False)
         self.method = build_method(self.config.method.name, **self.config.method.options)

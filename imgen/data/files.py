@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from imgen.checkpoint import atomic_write_text
 from imgen.data.base import ArrayDataset, check_choice, check_image_size
 from imgen.data.download import CIFAR10_FOLDER, CIFAR10_URL, FASHION_MNIST_URL, MNIST_URL, download_dataset
 from imgen.errors import ImgenError
+from imgen.images import save_pngs
 
 
 def _resolve_root(path, name: str) -> Path:
@@ -288,3 +290,15 @@ def image_folder(path: str | None = None, image_size: int | None = None, downloa
     ds = ArrayDataset("folder", stacked, labels, captions, class_names)
     ds.files = rel
     return ds
+
+
+def save_image_folder(folder: str | Path, images, captions: list[str]) -> Path:
+    """Write images (N, C, H, W) in [-1, 1] as NNNNN.png and their captions as captions.jsonl: the captioned
+    folder `image_folder` reads (e.g. the few pictures of a concept for `imgen finetune lora`)."""
+    if len(images) != len(captions):
+        raise ImgenError(f"got {len(captions)} captions for {len(images)} images; give one caption per image")
+    folder = Path(folder)
+    paths = save_pngs(images, folder)
+    lines = [json.dumps({"file": p.name, "caption": c}) for p, c in zip(paths, captions)]
+    atomic_write_text(folder / "captions.jsonl", "".join(line + "\n" for line in lines))
+    return folder

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from imgen.data.shapes import COLORS, EMPTY, SHAPES, render_scenes, sample_scene_attributes, scene_captions, \
-    stated_attributes
+from imgen.data.shapes import BACKGROUND_NAMES, COLORS, EMPTY, SHAPES, render_scenes, sample_scene_attributes, \
+    scene_captions, stated_attributes
 from imgen.errors import ImgenError
 
 HELDOUT_SEED = 1_000_003  # a stream no training run uses
@@ -142,3 +142,31 @@ def adherence(model, n: int = 200, batch: int = 100, seed: int = 0, prompt_seed:
     images = torch.cat([model.generate(prompts[i:i + batch], seed=seed + i, **sample_kwargs)
                         for i in range(0, n, batch)])
     return score_images(images, truth)
+
+
+# ---- a concept for LoRA: a style no prompt gets from the shipped model ----
+STYLE_BG = "brown"  # the shipped model ignores background words (its CARD: 20.6% stated background, chance 25%)
+
+
+def style_concept(n: int, bg: str = STYLE_BG, seed: int = 7, image_size: int = 32) -> tuple[torch.Tensor, list[str]]:
+    """n training pictures of the style "every object on a `bg` background": one-object train-split scenes drawn
+    on that background, with their usual captions. -> (images (n, 3, H, W), captions)."""
+    if bg not in BACKGROUND_NAMES:
+        raise ImgenError(f"style background must be one of {', '.join(BACKGROUND_NAMES)}, got {bg!r}")
+    a = sample_scene_attributes(seed, np.arange(n), "train", max_objects=1)
+    a["bg"] = np.full(n, BACKGROUND_NAMES.index(bg), np.int64)
+    return render_scenes(a, image_size, offsets=a["offset"]), scene_captions(a)
+
+
+def style_accuracy(images: torch.Tensor, truth: dict[str, np.ndarray], bg: str = STYLE_BG,
+                   evaluator=None) -> dict[str, float]:
+    """concept_accuracy: the fraction of images drawn in the style (shapes-eval reads the `bg` background);
+    prompt_still_obeyed: shape, colour and position as the prompt says (truth from adherence_prompts)."""
+    from imgen.metrics.evaluators import load_evaluator
+
+    ev = evaluator or load_evaluator("shapes-eval")
+    pred = {k: v.numpy() for k, v in ev.predict(images).items()}
+    style = pred["bg"] == BACKGROUND_NAMES.index(bg)
+    obeyed = np.logical_and.reduce([pred[k] == np.asarray(truth[k]) for k in ("shape", "color", "pos")])
+    return {"concept_accuracy": float(style.mean()), "prompt_still_obeyed": float(obeyed.mean()),
+            "both": float((style & obeyed).mean())}

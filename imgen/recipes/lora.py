@@ -1,0 +1,74 @@
+"""LoRA fine-tuning (Hu et al. 2021) of a trained model on a captioned image folder, through the one Trainer.
+
+    finetune_lora("shapes-latent-t2i", "my_concept/", "concept.safetensors", steps=300, rank=4)
+
+The run is the base model's own config with the folder as its data, train.init_from = the base directory and
+train.lora = {rank, alpha, targets}: the Trainer freezes the net and trains only the adapters (imgen.nn.lora).
+It trains in ADAPTER.run/ beside the adapter (rerun the same command to resume), then writes the adapter (the
+EMA's LoRA matrices, a few % of the base) to ADAPTER and its options to ADAPTER.json. Load it with
+imgen.load(base).load_lora(ADAPTER, scale) or `imgen generate "..." --model BASE --lora ADAPTER[:scale]`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from imgen.checkpoint import read_json
+from imgen.config import config_from_dict, load_config
+from imgen.errors import ImgenError
+from imgen.methods.latent import AE_DIR, SCALE_FILE
+from imgen.nn.lora import check_lora_options, save_adapter
+from imgen.pretrained import resolve_model_path
+from imgen.train import Trainer
+
+
+def run_dir(adapter: str | Path) -> Path:
+    """Where the fine-tuning run of `adapter` trains (and resumes from): ADAPTER.run beside it."""
+    return Path(adapter).with_suffix(".run")
+
+
+def finetune_config(base: str | Path, data: str | Path, steps: int = 300, rank: int = 4, alpha: float | None = None,
+                    targets=("attn", "conv"), lr: float = 1e-3, batch_size: int = 16, seed: int = 0):
+    """The Trainer config of a LoRA fine-tune of model directory (or shipped name) `base` on image folder `data`."""
+    base_dir = resolve_model_path(base)
+    if not (Path(base_dir) / "config.json").is_file():
+        raise ImgenError(f"base model {str(base)!r} is neither a shipped model nor a model directory (no "
+                         f"config.json); give a directory written by `imgen train` or a shipped name")
+    if not Path(data).is_dir():
+        raise ImgenError(f"--data {str(data)!r} is not a folder; give a folder of PNGs with captions.jsonl "
+                         f"({{\"file\": ..., \"caption\": ...}} per line)")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ImgenError(f"--steps must be an integer >= 1, got {steps!r}")
+    rank, alpha, targets = check_lora_options(rank, rank if alpha is None else alpha, targets)
+    d = load_config(Path(base_dir) / "config.json").to_dict()
+    d["data"] = {"name": "folder", "options": {"path": str(Path(data).resolve())}, "batch_size": batch_size}
+    if d["method"]["name"] == "latent":  # the base's own autoencoder copy and latent scale, not re-measured
+        ae = Path(base_dir) / AE_DIR
+        opts = d["method"]["options"]
+        opts["autoencoder"] = str(ae.resolve())
+        if opts.get("scale") is None:
+            opts["scale"] = float(read_json(ae / SCALE_FILE)["scale"])
+    d["train"].update(steps=steps, lr=lr, warmup=min(20, steps), seed=seed, init_from=str(Path(base_dir).resolve()),
+                      lora={"rank": rank, "alpha": alpha, "targets": list(targets)}, ema_decay=0.99,
+                      ckpt_every=50, log_every=10, lr_schedule="constant")
+    return config_from_dict(d)
+
+
+def finetune_lora(base: str | Path, data: str | Path, out: str | Path, steps: int = 300, rank: int = 4,
+                  alpha: float | None = None, targets=("attn", "conv"), lr: float = 1e-3, batch_size: int = 16,
+                  seed: int = 0, progress: bool = True) -> dict:
+    """Fine-tune a LoRA adapter of `base` on the captioned folder `data`; write it to `out`. -> a summary dict."""
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ImgenError(f"--out {str(out)!r} must be a .safetensors file path (the adapter); e.g. concept.safetensors")
+    config = finetune_config(base, data, steps, rank, alpha, targets, lr, batch_size, seed)
+    trainer = Trainer(config, run_dir(out), progress)
+    if len(trainer.dataset) and trainer.dataset.captions is None and trainer.config.net.name == "text2img":
+        raise ImgenError(f"--data {str(data)!r} has no captions.jsonl, so a text-to-image model cannot learn from it; "
+                         f"add one {{\"file\": \"x.png\", \"caption\": \"...\"}} line per image")
+    result = trainer.fit()
+    lora = config.train.lora
+    name = str(Path(base).resolve()) if Path(base).is_dir() else str(base)  # a directory, or a shipped name
+    meta = {"kind": "lora", "base": name, "rank": lora["rank"], "alpha": lora["alpha"],
+            "targets": lora["targets"], "steps": result["step"], "data": str(Path(data).resolve())}
+    save_adapter(trainer.ema, out, meta)
+    return {**result, "adapter": str(out), "adapter_bytes": out.stat().st_size, "run": str(run_dir(out))}
