@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -52,6 +53,25 @@ def load_tensors(path: str | Path, with_metadata: bool = False):
             return tensors, {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
     except (SafetensorError, OSError, ValueError) as e:
         raise ImgenError(f"weights file {str(path)!r} is corrupt ({e}); retrain or restore it") from None
+
+
+def copy_model_files(src: str | Path, dst: str | Path, names=("config.json", "ema.safetensors", "model.safetensors")):
+    """Copy the files `names` of model directory src (those present) into a new directory dst, atomically: they
+    are copied to a temp directory beside dst, renamed at the end, so a kill leaves no half copy (a frozen
+    sub-model kept inside another model's directory: a latent model's autoencoder, a token prior's tokenizer)."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dst.parent.glob(f".{dst.name}-copy-*"):  # left by a kill mid-copy
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}-copy-"))
+    try:
+        for name in names:
+            if (src / name).is_file():
+                shutil.copy2(src / name, tmp / name)
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def read_json(path: str | Path) -> dict:

@@ -201,6 +201,41 @@ def shapes_maskgit_t2i() -> Config:
     return c
 
 
+def digits_vq() -> Config:
+    """A VQ-VAE tokenizer for 8x8 digits: a 4x4 grid of tokens from 64 EMA codes; the base of digits-ar and
+    digits-maskgit (`imgen train digits-vq --out TOK`)."""
+    return Config(
+        description="VQ-VAE tokenizer on 8x8 digits (4x4 tokens, 64 codes, EMA-VQ), L2 reconstruction",
+        data=DataConfig("digits", {"split": "all"}, batch_size=64),
+        net=NetConfig("vqvae", {**_VQ, "codebook_size": 64, "code_dim": 8, "base_channels": 32, "channel_mults": [1, 2]}),
+        method=MethodConfig("vqvae", {"recon": "l2"}),
+        train=TrainConfig(steps=800, lr=2e-3, warmup=50, ema_decay=0.99, ckpt_every=200),
+    )
+
+
+def digits_ar() -> Config:
+    """Class-conditional autoregressive token prior on digits: the label, then a digits-vq tokenizer's 4x4 tokens.
+    Needs --set method.options.tokenizer=TOK (`imgen train digits-vq --out TOK`)."""
+    return Config(
+        description="class-conditional autoregressive token prior on 8x8 digits (4x4 VQ tokens), causal transformer",
+        data=DataConfig("digits", {"split": "all"}, batch_size=64),
+        net=NetConfig("token_transformer", {"dim": 128, "depth": 4, "heads": 4, "causal": True}),
+        method=MethodConfig("token_ar", {"tokenizer": "", "cond_drop": 0.1, "condition": "label"}),
+        train=TrainConfig(steps=1000, lr=1e-3, warmup=100, ema_decay=0.995, ckpt_every=250, lr_schedule="cosine"),
+        sample=SampleConfig("euler", steps=16, cfg=2.0),  # steps: not used (one network call per token)
+    )
+
+
+def digits_maskgit() -> Config:
+    """digits-ar's tokens modelled by MaskGIT, decoded in 4 parallel steps. Needs --set method.options.tokenizer=TOK."""
+    c = digits_ar()
+    c.description = "class-conditional MaskGIT token prior on 8x8 digits (4x4 VQ tokens), 4 decoding steps"
+    c.net.options["causal"] = False
+    c.method = MethodConfig("maskgit", {"tokenizer": "", "cond_drop": 0.1, "condition": "label"})
+    c.sample = SampleConfig("euler", steps=4, cfg=2.0)  # steps: decoding iterations
+    return c
+
+
 def digits_cold_blur() -> Config:
     """Class-conditional cold diffusion (Bansal et al. 2022) with the blur degradation on 8x8 digits."""
     c = digits_flow()
@@ -353,6 +388,9 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "shapes-vqgan": shapes_vqgan,
     "shapes-ar-t2i": shapes_ar_t2i,
     "shapes-maskgit-t2i": shapes_maskgit_t2i,
+    "digits-vq": digits_vq,
+    "digits-ar": digits_ar,
+    "digits-maskgit": digits_maskgit,
     "digits-ncsn": digits_ncsn,
     "digits-edm": digits_edm,
     "digits-cold-blur": digits_cold_blur,

@@ -16,14 +16,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from imgen.checkpoint import atomic_write_text, read_json
+from imgen.checkpoint import atomic_write_text, copy_model_files, read_json
 from imgen.errors import ImgenError
 from imgen.methods.autoencoder import load_autoencoder
 from imgen.methods.denoising import build_denoising_method
@@ -105,18 +103,7 @@ class LatentMethod:
     def _copy_autoencoder(self, ae_dir: Path) -> None:
         src = resolve_model_path(self.autoencoder_path)
         load_autoencoder(src)  # checks it is a trained autoencoder directory (clear error otherwise)
-        ae_dir.parent.mkdir(parents=True, exist_ok=True)
-        for stale in ae_dir.parent.glob(f".{AE_DIR}-copy-*"):  # left by a kill mid-copy
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(dir=ae_dir.parent, prefix=f".{AE_DIR}-copy-"))
-        try:
-            for name in AE_FILES:
-                if (src / name).is_file():
-                    shutil.copy2(src / name, tmp / name)
-            os.replace(tmp, ae_dir)  # atomic: a kill leaves no half copy
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        copy_model_files(src, ae_dir, AE_FILES)
 
     @torch.no_grad()
     def _measure_scale(self, dataset, path: Path) -> float:

@@ -9,12 +9,11 @@ classifier-free guidance; guided logits; and temperature / top-k / top-p samplin
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from imgen.checkpoint import copy_model_files
 from imgen.errors import ImgenError, check_nonnegative
 from imgen.nn import load_net
 from imgen.pretrained import resolve_model_path
@@ -71,22 +70,6 @@ def tokenizer_net_options(method_options: dict, dataset, net_options: dict) -> d
     else:
         out.update(vocab=None, num_classes=None)
     return out
-
-
-def copy_model_files(src: Path, dst: Path, names=TOKENIZER_FILES) -> None:
-    """Copy the files `names` of model directory src to dst atomically (a kill leaves no half copy)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dst.parent.glob(f".{dst.name}-copy-*"):  # left by a kill mid-copy
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}-copy-"))
-    try:
-        for name in names:
-            if (src / name).is_file():
-                shutil.copy2(src / name, tmp / name)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
@@ -149,7 +132,7 @@ class TokenPrior:
                                  f"train start); restore the directory or retrain it")
             src = resolve_model_path(self.tokenizer_path)
             load_tokenizer(src)  # a clear error for a missing or wrong directory
-            copy_model_files(Path(src), tok_dir)
+            copy_model_files(src, tok_dir, TOKENIZER_FILES)
         self._tok = load_tokenizer(tok_dir)
 
     @property
