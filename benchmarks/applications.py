@@ -33,10 +33,12 @@ import numpy as np
 import torch
 
 import imgen
+from imgen.apps.edit import edit, invert, reconstruct
 from imgen.apps.img2img import img2img
 from imgen.apps.inpaint import inpaint
 from imgen.data.files import save_image_folder
 from imgen.metrics.adherence import adherence_prompts, inpaint_tasks, score_images, style_accuracy, style_concept
+from imgen.metrics.editing import edit_scores, edit_tasks
 from imgen.metrics.evaluators import load_evaluator
 from imgen.metrics.psnr_ssim import psnr
 
@@ -130,6 +132,42 @@ def run_lora(n: int, steps: int = 300, rank: int = 4, images: int = 16) -> dict:
     return J
 
 
+def run_edit(n: int) -> dict:
+    """Prompt-to-prompt colour and shape swaps after null-text inversion (imgen.metrics.editing's tasks), and the
+    reconstruction PSNR of inversion at guidance 1 and 3, plain DDIM vs null-text, on the model's own grid."""
+    model = imgen.load("shapes-latent-t2i")
+    ev = load_evaluator("shapes-eval")
+    J: dict = {"n": n, "steps": model.config.sample.steps}
+    for attribute in ("color", "shape"):
+        images, sources, targets, scenes, new = edit_tasks(n, attribute)
+        t0 = time.perf_counter()
+        outs = torch.cat([edit(model, images[i], sources[i], targets[i]) for i in range(n)])
+        J[attribute] = {**edit_scores(outs, scenes, attribute, new, ev),
+                        "seconds_per_image": round((time.perf_counter() - t0) / n, 2)}
+        print("edit", attribute, J[attribute], flush=True)
+    J["target_attribute"] = float(np.mean([J[a]["target_attribute"] for a in ("color", "shape")]))
+    J["kept_attributes"] = float(np.mean([J[a]["kept_attributes"] for a in ("color", "shape")]))
+    images, sources = edit_tasks(min(n, 16), "color")[:2]
+    J["inversion_psnr"] = {}
+    for cfg in (1.0, 3.0):
+        for null_text in (False, True):
+            p = [psnr(reconstruct(model, invert(model, images[i], sources[i], cfg=cfg, null_text=null_text)),
+                      images[i:i + 1]).item() for i in range(len(sources))]
+            key = f"guidance_{cfg:g}_{'null_text' if null_text else 'ddim'}"
+            J["inversion_psnr"][key] = round(float(np.mean(p)), 2)
+            print(key, J["inversion_psnr"][key], flush=True)
+    # the ceiling: the autoencoder's own round trip (a latent model cannot reconstruct better)
+    J["inversion_psnr"]["autoencoder_round_trip"] = round(float(psnr(
+        _round_trip(model, images), images).mean()), 2)
+    return J
+
+
+def _round_trip(model, images):
+    from imgen.apps.inputs import from_model_space, to_model_space
+    with torch.no_grad():
+        return from_model_space(model, to_model_space(model, images))
+
+
 def _before_paste(model, prompts, inputs, holes, method, jump_length, resample, k: int = 8) -> float:
     """Known-region PSNR of the decoded samples before inpaint's final paste, on the first k tasks."""
     vals = [known_psnr(inpaint(model, inputs[i], holes[i], prompts[i], method=method, jump_length=jump_length,
@@ -146,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jump-length", type=int, default=5)
     p.add_argument("--resample", type=int, default=5)
     p.add_argument("--out", help="JSON path (default benchmarks/results/applications[_quick].json)")
-    p.add_argument("--only", choices=["inpaint", "lora"], help="run one section (inpaint: inpaint + sdedit) and "
-                                                                "keep the JSON file's other sections")
+    p.add_argument("--only", choices=["inpaint", "lora", "edit"],
+                   help="run one section (inpaint: inpaint + sdedit) and keep the JSON file's other sections")
     return p
 
 
@@ -162,7 +200,10 @@ def main(argv=None) -> None:
     if args.only in (None, "lora"):
         t1 = time.perf_counter()
         J["lora"] = {**run_lora(n), "seconds": round(time.perf_counter() - t1, 1)}
-    if args.only != "lora":  # the inpaint + sdedit (+ lora) run's time; --only lora keeps the file's
+    if args.only in (None, "edit"):
+        t1 = time.perf_counter()
+        J["edit"] = {**run_edit(max(4, n // 4)), "seconds": round(time.perf_counter() - t1, 1)}
+    if args.only is None:  # the whole run's time; --only SECTION keeps the file's
         J["seconds"] = round(time.perf_counter() - t0, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(J, indent=2) + "\n")

@@ -1,5 +1,5 @@
-"""`imgen` command line: presets, train, finetune, data, sample, generate, inpaint, outpaint, img2img, serve, eval,
-demo.
+"""`imgen` command line: presets, train, finetune, data, sample, generate, inpaint, outpaint, img2img, edit, serve,
+eval, demo.
 
 Bad input ends with one line `imgen: error: ...` naming the problem and the fix (exit code 2).
 """
@@ -120,8 +120,7 @@ def cmd_sample(args) -> int:
     _check_image_out(args.out)
     lora = _parse_lora(args.lora)
     model = load(args.model_dir)
-    if lora:
-        model.load_lora(*lora)
+    _load_additions(model, lora, args.embedding)
     if len(model.shape) != 3:
         raise ImgenError("this model makes 2D points, not images; sample it from Python: imgen.load(DIR).sample(n)")
     x = model.sample(args.n, labels=_parse_labels(args.label), sampler=args.sampler, steps=args.steps,
@@ -163,15 +162,34 @@ def _parse_lora(text: str | None) -> tuple[str, float] | None:
     return path, value
 
 
-def cmd_finetune(args) -> int:
-    from imgen.recipes.lora import finetune_lora
+def _load_additions(model, lora: tuple[str, float] | None, embedding: str | None) -> None:
+    """--lora and --embedding of sample/generate."""
+    if lora:
+        model.load_lora(*lora)
+    if embedding:
+        words = model.load_tokens(embedding)["words"]
+        print(f"learned word(s) {', '.join(words)} from {embedding}")
 
+
+def cmd_finetune(args) -> int:
     output_file(args.out)
-    result = finetune_lora(args.base, args.data, args.out, steps=args.steps, rank=args.rank,
-                           alpha=args.alpha, targets=args.targets.split(","), lr=args.lr,
-                           batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
-    print(f"trained the LoRA adapter to step {result['step']} (last loss {result['loss']:.4f}); wrote {args.out} "
-          f"({result['adapter_bytes'] / 1024:.0f} KiB); the run is in {result['run']} (rerun to resume)")
+    common = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "progress": not args.quiet}
+    if args.kind == "lora":
+        from imgen.recipes.lora import finetune_lora
+
+        result = finetune_lora(args.base, args.data, args.out, rank=args.rank, alpha=args.alpha,
+                               targets=args.targets.split(","), lr=args.lr or 1e-3, **common)
+        what = "the LoRA adapter"
+    else:
+        from imgen.recipes.textual_inversion import finetune_tokens
+
+        if not args.word:
+            raise ImgenError("textual inversion needs --word: the new word your captions use for the concept")
+        result = finetune_tokens(args.base, args.data, args.out, [args.word], args.init_word and [args.init_word],
+                                 lr=args.lr or 5e-3, **common)
+        what = f"the embedding of {args.word!r}"
+    print(f"trained {what} to step {result['step']} (last loss {result['loss']:.4f}); wrote {args.out} "
+          f"({result['adapter_bytes'] / 1024:.1f} KiB); the run is in {result['run']} (rerun to resume)")
     return 0
 
 
@@ -223,8 +241,7 @@ def cmd_generate(args) -> int:
     _check_image_out(args.out)
     lora = _parse_lora(args.lora)
     model = load(resolve_model(args.model))
-    if lora:
-        model.load_lora(*lora)
+    _load_additions(model, lora, args.embedding)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         x = model.generate([args.prompt or "-"], n=args.n, negative=args.negative, unconditional=args.unconditional,
@@ -288,6 +305,23 @@ def cmd_img2img(args) -> int:
     model, image, opts = _app_inputs(args)
     x = img2img(model, image, args.prompt, args.strength, **opts)
     _write_images(x, args.out, args.scale, f"img2img images (strength {args.strength})")
+    return 0
+
+
+def cmd_edit(args) -> int:
+    from imgen.apps.edit import edit
+    from imgen.apps.inputs import pixel_shape, read_image
+    from imgen.model import load
+
+    if args.steps is not None and args.steps < 1:
+        raise ImgenError(f"--steps must be >= 1, got {args.steps}")
+    _check_image_out(args.out)
+    model = load(resolve_model(args.model))
+    pixel_shape(model)
+    image = read_image(args.image, model)
+    x = edit(model, image, args.source, args.target, cfg=args.cfg, steps=args.steps,
+             cross_replace=args.cross_replace, null_text=not args.no_null_text, progress=True)
+    _write_images(x, args.out, args.scale, f"edited image ({args.source!r} -> {args.target!r})")
     return 0
 
 
@@ -377,8 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "(default: $IMGEN_DATA_MIRROR, else the official hosts)")
     s.set_defaults(fn=cmd_data)
 
-    s = sub.add_parser("finetune", help="teach a trained model a concept from a captioned image folder (LoRA)")
-    s.add_argument("kind", choices=["lora"], help="lora: low-rank adapters (Hu et al. 2021), a small file")
+    s = sub.add_parser("finetune", help="teach a trained model a concept from a captioned image folder (LoRA, "
+                                        "textual inversion)")
+    s.add_argument("kind", choices=["lora", "textual-inversion"],
+                   help="lora: low-rank adapters (Hu et al. 2021); textual-inversion: a new word's embedding "
+                        "(Gal et al. 2022)")
     s.add_argument("base", help="the base model: a shipped model name or a model directory")
     s.add_argument("--data", required=True, metavar="FOLDER", help="PNGs with captions.jsonl ({\"file\": ..., "
                                                                   "\"caption\": ...} per line)")
@@ -387,8 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=300)
     s.add_argument("--rank", type=int, default=4, help="LoRA rank r")
     s.add_argument("--alpha", type=float, help="LoRA alpha (update scaled by alpha / r; default: r)")
-    s.add_argument("--targets", default="attn,conv", help="comma-separated: attn, conv, text (default attn,conv)")
-    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--targets", default="attn,conv", help="LoRA: comma-separated attn, conv, text (default attn,conv)")
+    s.add_argument("--word", help="textual inversion: the new word the captions use for the concept, e.g. zorp")
+    s.add_argument("--init-word", help="textual inversion: a known word to start from, e.g. triangle")
+    s.add_argument("--lr", type=float, help="learning rate (default: 1e-3 LoRA, 5e-3 textual inversion)")
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -415,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the grid PNG")
     s.add_argument("--lora", metavar="ADAPTER[:SCALE]", help="apply a LoRA adapter (imgen finetune lora) at SCALE "
                                                              "(default 1)")
+    s.add_argument("--embedding", metavar="FILE", help="words learned by `imgen finetune textual-inversion`")
     s.set_defaults(fn=cmd_sample)
 
     s = sub.add_parser("generate", help="images from a text prompt with a text-to-image model")
@@ -433,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the grid PNG")
     s.add_argument("--lora", metavar="ADAPTER[:SCALE]", help="apply a LoRA adapter (imgen finetune lora) at SCALE "
                                                              "(default 1)")
+    s.add_argument("--embedding", metavar="FILE", help="words learned by `imgen finetune textual-inversion`")
     s.set_defaults(fn=cmd_generate)
 
     for verb, help_ in (("inpaint", "fill the white part of --mask in an image (RePaint or replacement)"),
@@ -463,6 +504,22 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             s.add_argument("--strength", type=float, default=0.6, help="noise level to start from, in [0, 1]")
         s.set_defaults(fn={"inpaint": cmd_inpaint, "outpaint": cmd_outpaint, "img2img": cmd_img2img}[verb])
+
+    s = sub.add_parser("edit", help="change one word of an image's prompt (null-text inversion + prompt-to-prompt)")
+    s.add_argument("image", help="the input PNG, at the model's image size")
+    s.add_argument("--from", dest="source", required=True, help='the prompt that describes the image, e.g. "a red '
+                   'circle on the left"')
+    s.add_argument("--to", dest="target", required=True, help='the same prompt with words swapped, e.g. "a blue '
+                   'circle on the left"')
+    s.add_argument("--model", help="a shipped model name or a model directory (default: the shipped shapes model)")
+    s.add_argument("--out", required=True, help="a .png path")
+    s.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the model's)")
+    s.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    s.add_argument("--cross-replace", type=float, default=0.8,
+                   help="fraction of steps that use the source prompt's cross-attention maps")
+    s.add_argument("--no-null-text", action="store_true", help="plain DDIM inversion (faster, less faithful at cfg > 1)")
+    s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the PNG")
+    s.set_defaults(fn=cmd_edit)
 
     s = sub.add_parser("serve", help="a web page to sample models in the browser (needs `pip install 'imgen[web]'`)")
     s.add_argument("--model", action="append", metavar="NAME_OR_DIR",

@@ -176,15 +176,24 @@ def zero_init(module: nn.Module) -> nn.Module:
     return module
 
 
-def multihead_attention(q, k, v, num_heads: int, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+def multihead_attention(q, k, v, num_heads: int, key_mask: torch.Tensor | None = None,
+                        edit_probs=None) -> torch.Tensor:
     """softmax(Q K^T / sqrt(d) + mask) V per head (Vaswani et al. 2017, eq. 1) via SDPA.
     q (B, N, C), k and v (B, M, C), key_mask (B, M) bool with True = attend (a padding token is False).
+    `edit_probs(P) -> P'` (prompt-to-prompt editing, imgen.apps.edit) sees and may replace the attention
+    probabilities P (B, heads, N, M); they are then computed explicitly instead of by the fused kernel.
     Returns (B, N, C)."""
     b, n, c = q.shape
     m = k.shape[1]
     split = lambda z, length: z.reshape(b, length, num_heads, c // num_heads).transpose(1, 2)  # noqa: E731
     mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, M): broadcast over heads, queries
-    out = F.scaled_dot_product_attention(split(q, n), split(k, m), split(v, m), attn_mask=mask)
+    if edit_probs is None:
+        out = F.scaled_dot_product_attention(split(q, n), split(k, m), split(v, m), attn_mask=mask)
+    else:
+        logits = split(q, n) @ split(k, m).transpose(-1, -2) / math.sqrt(c // num_heads)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        out = edit_probs(logits.softmax(dim=-1)) @ split(v, m)
     return out.transpose(1, 2).reshape(b, n, c)
 
 
@@ -294,10 +303,12 @@ class CrossAttention(nn.Module):
         self.q = nn.Linear(channels, channels)
         self.kv = nn.Linear(context_dim, 2 * channels)
         self.proj = zero_init(nn.Linear(channels, channels))
+        self.edit_probs = None  # a hook on the attention probabilities (multihead_attention), set by editing
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None):
         k, v = self.kv(context).chunk(2, dim=-1)
-        return x + self.proj(multihead_attention(self.q(self.norm(x)), k, v, self.num_heads, context_mask))
+        out = multihead_attention(self.q(self.norm(x)), k, v, self.num_heads, context_mask, self.edit_probs)
+        return x + self.proj(out)
 
 
 def feature_map_cross_attention(attn: CrossAttention, x: torch.Tensor, context, context_mask) -> torch.Tensor:
