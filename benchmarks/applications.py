@@ -16,10 +16,16 @@ colour) pairs and templates); each input image is the prompt's scene rendered wi
             concept_accuracy (shapes-eval reads the brown background), prompt_still_obeyed (shape, colour and
             position as prompted), each also for the base; adapter_bytes / base_bytes (the EMA weights file);
             merge_max_abs_diff (net output merged vs unmerged) and unmerge_max_abs_diff (weights after a round trip).
+  textual_inversion   a new word, "zorp", for an object the shipped model never saw (a magenta triangle, a
+            held-out pair): 16 pictures captioned "a big zorp in the top left" (imgen.metrics.adherence.word_concept),
+            300 steps learning only zorp's embedding (imgen.recipes.textual_inversion, init "triangle"), then n
+            held-out prompts "a {size} zorp {position}": concept_accuracy (shapes-eval reads a magenta triangle) and
+            prompt_still_obeyed (size and position as prompted), each also for the base (zorp is unknown to it).
 
     OMP_NUM_THREADS=1 python benchmarks/applications.py            # n=64; writes benchmarks/results/applications.json
     OMP_NUM_THREADS=1 python benchmarks/applications.py --quick    # n=16 -> applications_quick.json
     OMP_NUM_THREADS=1 python benchmarks/applications.py --only lora   # one section, the file's others kept
+    OMP_NUM_THREADS=1 python benchmarks/applications.py --only textual_inversion
 """
 from __future__ import annotations
 
@@ -37,7 +43,8 @@ from imgen.apps.edit import edit, invert, reconstruct
 from imgen.apps.img2img import img2img
 from imgen.apps.inpaint import inpaint
 from imgen.data.files import save_image_folder
-from imgen.metrics.adherence import adherence_prompts, inpaint_tasks, score_images, style_accuracy, style_concept
+from imgen.metrics.adherence import HELDOUT_SEED, adherence_prompts, inpaint_tasks, score_images, style_accuracy, \
+    style_concept, word_accuracy, word_concept
 from imgen.metrics.editing import edit_scores, edit_tasks
 from imgen.metrics.evaluators import load_evaluator
 from imgen.metrics.psnr_ssim import psnr
@@ -168,6 +175,34 @@ def _round_trip(model, images):
         return from_model_space(model, to_model_space(model, images))
 
 
+def run_textual_inversion(n: int, steps: int = 300, images: int = 16) -> dict:
+    """J["textual_inversion"]: learn the word "zorp" for a magenta triangle, measure it against the base."""
+    import tempfile
+
+    from imgen.recipes.textual_inversion import finetune_tokens
+
+    ev = load_evaluator("shapes-eval")
+    _, prompts, truth = word_concept(n, seed=HELDOUT_SEED, split="heldout")
+    with tempfile.TemporaryDirectory() as tmp:
+        pictures, captions, _ = word_concept(images)
+        folder = save_image_folder(Path(tmp) / "zorp", pictures, captions)
+        t0 = time.perf_counter()
+        result = finetune_tokens("shapes-latent-t2i", folder, Path(tmp) / "zorp.safetensors", ["zorp"], ["triangle"],
+                                 steps=steps, progress=False)
+        seconds = time.perf_counter() - t0
+        model = imgen.load("shapes-latent-t2i")
+        base = word_accuracy(model.generate(prompts, seed=0), truth, ev)
+        model.load_tokens(result["adapter"])
+        tuned = word_accuracy(model.generate(prompts, seed=0), truth, ev)
+    J = {"concept": "the new word 'zorp' for a magenta triangle (a held-out pair), 16 pictures", "init": "triangle",
+         "concept_accuracy": tuned["concept_accuracy"], "prompt_still_obeyed": tuned["prompt_still_obeyed"],
+         "base_concept_accuracy": base["concept_accuracy"], "base_prompt_still_obeyed": base["prompt_still_obeyed"],
+         "embedding_bytes": result["adapter_bytes"], "steps": steps, "images": images,
+         "finetune_seconds": round(seconds, 1), "example_prompt": prompts[0]}
+    print("textual_inversion", J, flush=True)
+    return J
+
+
 def _before_paste(model, prompts, inputs, holes, method, jump_length, resample, k: int = 8) -> float:
     """Known-region PSNR of the decoded samples before inpaint's final paste, on the first k tasks."""
     vals = [known_psnr(inpaint(model, inputs[i], holes[i], prompts[i], method=method, jump_length=jump_length,
@@ -184,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jump-length", type=int, default=5)
     p.add_argument("--resample", type=int, default=5)
     p.add_argument("--out", help="JSON path (default benchmarks/results/applications[_quick].json)")
-    p.add_argument("--only", choices=["inpaint", "lora", "edit"],
+    p.add_argument("--only", choices=["inpaint", "lora", "edit", "textual_inversion"],
                    help="run one section (inpaint: inpaint + sdedit) and keep the JSON file's other sections")
     return p
 
@@ -200,6 +235,9 @@ def main(argv=None) -> None:
     if args.only in (None, "lora"):
         t1 = time.perf_counter()
         J["lora"] = {**run_lora(n), "seconds": round(time.perf_counter() - t1, 1)}
+    if args.only in (None, "textual_inversion"):
+        t1 = time.perf_counter()
+        J["textual_inversion"] = {**run_textual_inversion(n), "seconds": round(time.perf_counter() - t1, 1)}
     if args.only in (None, "edit"):
         t1 = time.perf_counter()
         J["edit"] = {**run_edit(max(4, n // 4)), "seconds": round(time.perf_counter() - t1, 1)}

@@ -51,6 +51,7 @@ class TrainConfig:
     log_every: int = 10
     init_from: str = ""  # a model directory whose EMA weights initialise net and EMA (reflow, distillation); "" = random
     lora: dict = field(default_factory=dict)  # {rank, alpha, targets}: freeze the net, train LoRA adapters (imgen.nn.lora)
+    tokens: dict = field(default_factory=dict)  # {words, init}: freeze the net, learn new words (textual inversion)
 
     def adamw(self, params, lr: float | None = None):
         """The AdamW this config describes (betas, weight decay, eps) over `params`, at `lr` (default: self.lr)."""

@@ -154,6 +154,19 @@ class Model:
 
         remove_lora(self.net)
 
+    def load_tokens(self, path: str | Path) -> dict:
+        """Add the words learned by textual inversion (imgen finetune textual-inversion) to the prompt vocabulary,
+        replacing any loaded before. -> the file's meta (its 'words')."""
+        from imgen.nn.textual_inversion import load_tokens
+
+        return load_tokens(self.net, path)
+
+    def unload_tokens(self) -> None:
+        """Back to the base vocabulary."""
+        from imgen.nn.textual_inversion import remove_tokens
+
+        remove_tokens(self.net)
+
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log density log p(x) in nats per image, (B,), for a likelihood model (a normalizing flow) of

@@ -184,6 +184,11 @@ class Trainer:
 
             for net in (self.net, self.ema):
                 add_lora_from_options(net, t.lora)
+        if t.tokens:  # textual inversion (Gal et al. 2022): only the new words' embeddings train
+            from imgen.nn.textual_inversion import add_tokens_from_options
+
+            for net in (self.net, self.ema):
+                add_tokens_from_options(net, t.tokens)
         self.ema.load_state_dict(self.net.state_dict())
         self.ema.requires_grad_(False)
         self.method = build_method(self.config.method.name, **self.config.method.options)

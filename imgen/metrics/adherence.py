@@ -170,3 +170,35 @@ def style_accuracy(images: torch.Tensor, truth: dict[str, np.ndarray], bg: str =
     obeyed = np.logical_and.reduce([pred[k] == np.asarray(truth[k]) for k in ("shape", "color", "pos")])
     return {"concept_accuracy": float(style.mean()), "prompt_still_obeyed": float(obeyed.mean()),
             "both": float((style & obeyed).mean())}
+
+
+# ---- a concept for textual inversion: a new word for an object the shipped model never saw ----
+WORD_CONCEPT = {"word": "zorp", "shape": "triangle", "color": "magenta"}  # a HELDOUT_PAIRS pair
+
+
+def word_concept(n: int, seed: int = 7, split: str = "train", word: str = WORD_CONCEPT["word"],
+                 image_size: int = 32) -> tuple[torch.Tensor, list[str], dict[str, np.ndarray]]:
+    """n scenes of the concept (a magenta triangle) at the stream's sizes and positions, captioned with the new
+    word instead of its colour and shape ("a big zorp in the top left"). -> (images, captions, truth): truth has
+    shape, color, pos, size (split="heldout", seed=HELDOUT_SEED: evaluation prompts)."""
+    from imgen.data.shapes import POSITION_PHRASES, SIZE_WORDS, SIZES
+
+    a = sample_scene_attributes(seed, np.arange(n), split, max_objects=1)
+    a["shape"] = np.full(n, SHAPES.index(WORD_CONCEPT["shape"]), np.int64)
+    a["color"] = np.full(n, list(COLORS).index(WORD_CONCEPT["color"]), np.int64)
+    captions = [f"a {SIZE_WORDS[SIZES[s]][v % 3]} {word} {POSITION_PHRASES[p][(v // 3) % 3]}"
+                for s, p, v in zip(a["size"], a["pos"], a["variant"])]
+    truth = {k: a[k] for k in ("shape", "color", "pos", "size")}
+    return render_scenes(a, image_size, offsets=a["offset"]), captions, truth
+
+
+def word_accuracy(images: torch.Tensor, truth: dict[str, np.ndarray], evaluator=None) -> dict[str, float]:
+    """concept_accuracy: shapes-eval reads the concept's shape and colour; prompt_still_obeyed: the position and
+    size the prompt asks for."""
+    from imgen.metrics.evaluators import load_evaluator
+
+    ev = evaluator or load_evaluator("shapes-eval")
+    pred = {k: v.numpy() for k, v in ev.predict(images).items()}
+    hit = {k: pred[k] == np.asarray(truth[k]) for k in truth}
+    return {"concept_accuracy": float((hit["shape"] & hit["color"]).mean()),
+            "prompt_still_obeyed": float((hit["pos"] & hit["size"]).mean())}

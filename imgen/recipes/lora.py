@@ -26,9 +26,10 @@ def run_dir(adapter: str | Path) -> Path:
     return Path(adapter).with_suffix(".run")
 
 
-def finetune_config(base: str | Path, data: str | Path, steps: int = 300, rank: int = 4, alpha: float | None = None,
-                    targets=("attn", "conv"), lr: float = 1e-3, batch_size: int = 16, seed: int = 0):
-    """The Trainer config of a LoRA fine-tune of model directory (or shipped name) `base` on image folder `data`."""
+def finetune_config(base: str | Path, data: str | Path, steps: int, lr: float, batch_size: int, seed: int,
+                    **frozen_base):
+    """The Trainer config of a fine-tune of model directory (or shipped name) `base` on image folder `data` that
+    trains only what `frozen_base` adds to the net: lora={rank, alpha, targets} or tokens={words, init}."""
     base_dir = resolve_model_path(base)
     if not (Path(base_dir) / "config.json").is_file():
         raise ImgenError(f"base model {str(base)!r} is neither a shipped model nor a model directory (no "
@@ -38,7 +39,6 @@ def finetune_config(base: str | Path, data: str | Path, steps: int = 300, rank: 
                          f"({{\"file\": ..., \"caption\": ...}} per line)")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ImgenError(f"--steps must be an integer >= 1, got {steps!r}")
-    rank, alpha, targets = check_lora_options(rank, rank if alpha is None else alpha, targets)
     d = load_config(Path(base_dir) / "config.json").to_dict()
     d["data"] = {"name": "folder", "options": {"path": str(Path(data).resolve())}, "batch_size": batch_size}
     if d["method"]["name"] == "latent":  # the base's own autoencoder copy and latent scale, not re-measured
@@ -48,9 +48,22 @@ def finetune_config(base: str | Path, data: str | Path, steps: int = 300, rank: 
         if opts.get("scale") is None:
             opts["scale"] = float(read_json(ae / SCALE_FILE)["scale"])
     d["train"].update(steps=steps, lr=lr, warmup=min(20, steps), seed=seed, init_from=str(Path(base_dir).resolve()),
-                      lora={"rank": rank, "alpha": alpha, "targets": list(targets)}, ema_decay=0.99,
-                      ckpt_every=50, log_every=10, lr_schedule="constant")
+                      ema_decay=0.99, ckpt_every=50, log_every=10, lr_schedule="constant", **frozen_base)
     return config_from_dict(d)
+
+
+def finetune(config, data: str | Path, out: Path, progress: bool = True):
+    """Train `config` (from finetune_config) in run_dir(out) -> (the Trainer after fit(), fit's summary)."""
+    trainer = Trainer(config, run_dir(out), progress)
+    if trainer.dataset.captions is None and trainer.config.net.name == "text2img":
+        raise ImgenError(f"--data {str(data)!r} has no captions.jsonl, so a text-to-image model cannot learn from it; "
+                         f"add one {{\"file\": \"x.png\", \"caption\": \"...\"}} line per image")
+    return trainer, trainer.fit()
+
+
+def base_name(base: str | Path) -> str:
+    """What an adapter's meta calls its base: a shipped model's name, or the directory's absolute path."""
+    return str(Path(base).resolve()) if Path(base).is_dir() else str(base)
 
 
 def finetune_lora(base: str | Path, data: str | Path, out: str | Path, steps: int = 300, rank: int = 4,
@@ -60,15 +73,10 @@ def finetune_lora(base: str | Path, data: str | Path, out: str | Path, steps: in
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ImgenError(f"--out {str(out)!r} must be a .safetensors file path (the adapter); e.g. concept.safetensors")
-    config = finetune_config(base, data, steps, rank, alpha, targets, lr, batch_size, seed)
-    trainer = Trainer(config, run_dir(out), progress)
-    if len(trainer.dataset) and trainer.dataset.captions is None and trainer.config.net.name == "text2img":
-        raise ImgenError(f"--data {str(data)!r} has no captions.jsonl, so a text-to-image model cannot learn from it; "
-                         f"add one {{\"file\": \"x.png\", \"caption\": \"...\"}} line per image")
-    result = trainer.fit()
-    lora = config.train.lora
-    name = str(Path(base).resolve()) if Path(base).is_dir() else str(base)  # a directory, or a shipped name
-    meta = {"kind": "lora", "base": name, "rank": lora["rank"], "alpha": lora["alpha"],
-            "targets": lora["targets"], "steps": result["step"], "data": str(Path(data).resolve())}
+    rank, alpha, targets = check_lora_options(rank, rank if alpha is None else alpha, targets)
+    lora = {"rank": rank, "alpha": alpha, "targets": list(targets)}
+    trainer, result = finetune(finetune_config(base, data, steps, lr, batch_size, seed, lora=lora), data, out,
+                               progress)
+    meta = {"kind": "lora", "base": base_name(base), **lora, "steps": trainer.step, "data": str(Path(data).resolve())}
     save_adapter(trainer.ema, out, meta)
     return {**result, "adapter": str(out), "adapter_bytes": out.stat().st_size, "run": str(run_dir(out))}
