@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "\"caption\": ...} per line)")
     s.add_argument("--out", required=True, metavar="ADAPTER", help="the adapter to write, a .safetensors path "
                                                                    "(trains in ADAPTER.run/; rerun to resume)")
-    s.add_argument("--steps", type=int, default=300)
+    s.add_argument("--steps", type=int, default=300, help="training steps (default 300; a rerun with more resumes)")
     s.add_argument("--rank", type=int, default=4, help="LoRA rank r")
     s.add_argument("--alpha", type=float, help="LoRA alpha (update scaled by alpha / r; default: r)")
     s.add_argument("--targets", default="attn,conv", help="LoRA: comma-separated attn, conv, text (default attn,conv)")

@@ -3,8 +3,10 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import imgen
 from imgen.checkpoint import load_tensors
@@ -203,6 +205,29 @@ def test_finetune_via_the_cli_writes_a_small_adapter_trains_only_it_and_resumes(
     code, stdout, err = run(capsys, "generate", "a red circle in the top left", "--lora", f"{out}:0.5",
                             "--steps", 2, "--out", tmp_path / "g.png")
     assert code == 0 and (tmp_path / "g.png").is_file(), err
+    code, _, err = run(capsys, "finetune", "lora", BASE, "--data", concept, "--out", out, "--steps", 3,
+                       "--rank", 2, "--quiet")
+    assert_one_line_error(code, err, "holds a fine-tune with another lora")
+
+
+def test_sample_applies_an_adapter_to_a_class_conditional_model(capsys, tmp_path, tiny_config_file):
+    code, _, err = run(capsys, "train", tiny_config_file(steps=2), "--out", tmp_path / "m", "--quiet")
+    assert code == 0, err
+    model = imgen.load(tmp_path / "m")
+    add_lora(model.net, rank=2)
+    randomize_b(model.net)
+    meta = {"kind": "lora", "base": str(tmp_path / "m"), "rank": 2, "alpha": 2.0, "targets": ["attn", "conv"]}
+    path = save_adapter(model.net, tmp_path / "a.safetensors", meta)
+    expected = model.sample(2, labels=[1, 2], steps=2, seed=0)
+    args = ["sample", tmp_path / "m", "--n", 2, "--label", "1,2", "--steps", 2, "--seed", 0]
+    for lora, folder in ((None, "base"), (path, "lora")):
+        code, _, err = run(capsys, *args, *(["--lora", lora] if lora else []), "--out", tmp_path / folder)
+        assert code == 0, err
+    def read(folder):
+        return torch.from_numpy(np.stack([np.array(Image.open(tmp_path / folder / f"0000{i}.png")) for i in range(2)]))
+
+    assert (read("lora").float() - read("base").float()).abs().max() > 0
+    assert (read("lora").float() - (expected.permute(0, 2, 3, 1).squeeze(-1) + 1) * 127.5).abs().max() <= 1
 
 
 def test_cli_lora_errors_are_one_line(capsys, tmp_path, concept):

@@ -54,6 +54,13 @@ def finetune_config(base: str | Path, data: str | Path, steps: int, lr: float, b
 
 def finetune(config, data: str | Path, out: Path, progress: bool = True):
     """Train `config` (from finetune_config) in run_dir(out) -> (the Trainer after fit(), fit's summary)."""
+    if (run_dir(out) / "config.json").is_file():  # a resume must train what the run trained
+        old, new = load_config(run_dir(out) / "config.json").train, config.train
+        keys = [k for k in ("init_from", "lora", "tokens") if getattr(old, k) != getattr(new, k)]
+        if keys:
+            raise ImgenError(f"{str(run_dir(out))!r} holds a fine-tune with another {', '.join(keys)} "
+                             f"({', '.join(f'{k}={getattr(old, k)!r}' for k in keys)}); rerun with those options, or "
+                             f"choose another --out (or delete that folder to start over)")
     trainer = Trainer(config, run_dir(out), progress)
     if trainer.dataset.captions is None and trainer.config.net.name == "text2img":
         raise ImgenError(f"--data {str(data)!r} has no captions.jsonl, so a text-to-image model cannot learn from it; "
