@@ -14,7 +14,8 @@ from imgen.cli import main
 from imgen.data.files import save_image_folder
 from imgen.errors import ImgenError
 from imgen.metrics.adherence import adherence_prompts, style_accuracy, style_concept
-from imgen.nn.lora import (LoRAConv2d, LoRALinear, add_lora, adapter_state_dict, lora_parameters, merge, remove_lora,
+from imgen.nn.lora import (LoRAConv2d, LoRALinear, add_lora, adapter_state_dict, lora_layers, lora_parameters, merge,
+                           remove_lora,
                            save_adapter, set_scale, unmerge)
 from imgen.nn.unet import UNet
 from imgen.pretrained import resolve_model_path
@@ -49,6 +50,18 @@ def test_fresh_adapter_leaves_outputs_identical_and_wraps_attention_and_convs():
     kinds = {type(m) for m in net.modules()}
     assert LoRALinear in kinds and LoRAConv2d in kinds and any(n.endswith("qkv") for n in names)
     assert torch.equal(net(x, t), before)  # B = 0: delta W = 0 exactly
+
+
+def test_targets_pick_the_attention_projections_and_convs_of_a_dit_too():
+    from imgen.nn.dit import DiT
+
+    net = DiT(4, image_size=8, patch_size=2, dim=32, depth=1, num_heads=2, conditioning="cross_attn", context_dim=16)
+    attn = add_lora(net, rank=2, targets=["attn"])
+    assert sorted(n.rsplit(".", 1)[1] for n in attn) == ["kv", "proj", "proj", "q", "qkv"]
+    assert all(n.startswith("blocks.0.") for n in attn)  # not the time embedding's or adaLN's linears
+    remove_lora(net)
+    convs = add_lora(net, rank=2, targets=["conv"])
+    assert convs and all(isinstance(m, LoRAConv2d) for m in lora_layers(net).values())
 
 
 def test_merge_then_unmerge_restores_weights_and_merged_equals_unmerged_output():
