@@ -223,6 +223,27 @@ def test_finetune_via_the_cli_writes_a_small_adapter_trains_only_it_and_resumes(
     assert_one_line_error(code, err, "holds a fine-tune with another lora")
 
 
+def test_finetuning_a_class_conditional_model_labels_subfolders_by_the_base_classes(capsys, tmp_path,
+                                                                                     tiny_config_file):
+    from imgen.data import load_dataset
+    from imgen.images import save_pngs
+
+    code, _, err = run(capsys, "train", tiny_config_file(steps=2), "--out", tmp_path / "m", "--quiet")
+    assert code == 0, err
+    digits = load_dataset("digits").get(np.arange(40))
+    for c in (3, 7):
+        save_pngs(digits["image"][digits["label"] == c], tmp_path / "few" / str(c))
+    folder = load_dataset("folder", path=str(tmp_path / "few"), class_names=[str(i) for i in range(10)])
+    assert folder.num_classes == 10 and set(folder.labels.tolist()) == {3, 7}  # not 0 and 1 (their sorted order)
+    code, _, err = run(capsys, "finetune", "lora", tmp_path / "m", "--data", tmp_path / "few", "--out",
+                       tmp_path / "a.safetensors", "--steps", 2, "--batch-size", 4, "--quiet")
+    assert code == 0 and (tmp_path / "a.safetensors").is_file(), err
+    save_pngs(digits["image"][:1], tmp_path / "few" / "seven")
+    code, _, err = run(capsys, "finetune", "lora", tmp_path / "m", "--data", tmp_path / "few", "--out",
+                       tmp_path / "b.safetensors", "--steps", 2, "--quiet")
+    assert_one_line_error(code, err, "subfolder 'seven' is not one of the classes 0, 1")
+
+
 def test_sample_applies_an_adapter_to_a_class_conditional_model(capsys, tmp_path, tiny_config_file):
     code, _, err = run(capsys, "train", tiny_config_file(steps=2), "--out", tmp_path / "m", "--quiet")
     assert code == 0, err

@@ -217,10 +217,12 @@ def _open_image(file: Path) -> Image.Image:
         raise ImgenError(f"{file} is {kind} ({e}); re-export it or remove it from the folder") from None
 
 
-def image_folder(path: str | None = None, image_size: int | None = None, download: bool = False) -> ArrayDataset:
+def image_folder(path: str | None = None, image_size: int | None = None, download: bool = False,
+                 class_names: list | None = None) -> ArrayDataset:
     """All .png/.jpg/.jpeg images under `path` (recursive, sorted, hidden files and non-images skipped).
 
-    Labels come from the first-level subfolder names when every image is in one. `captions.jsonl` at the top
+    Labels come from the first-level subfolder names when every image is in one: their index in the sorted names,
+    or in `class_names` when given (a model's classes, e.g. to fine-tune it on a few). `captions.jsonl` at the top
     ({"file": relative path, "caption": ...} per line) gives captions. All images become RGB (or L if every
     image is greyscale), with a warning when any is converted. Sizes must match unless `image_size` is given,
     then every image is resized to image_size x image_size. (`download` exists for a uniform CLI; it must be False.)
@@ -265,15 +267,22 @@ def image_folder(path: str | None = None, image_size: int | None = None, downloa
     if stacked.ndim == 3:
         stacked = stacked[..., None]
 
-    labels = class_names = None
+    labels = None
     in_subfolder = [len(Path(r).parts) > 1 for r in rel]
     if all(in_subfolder):
-        class_names = sorted({Path(r).parts[0] for r in rel})
+        found = sorted({Path(r).parts[0] for r in rel})
+        unknown = [c for c in found if class_names is not None and c not in class_names]
+        if unknown:
+            raise ImgenError(f"folder {root}: subfolder {unknown[0]!r} is not one of the classes "
+                             f"{', '.join(map(str, class_names))}; name each subfolder after one of them")
+        class_names = found if class_names is None else list(class_names)
         index = {c: i for i, c in enumerate(class_names)}
         labels = np.array([index[Path(r).parts[0]] for r in rel], np.int64)
-    elif any(in_subfolder):
-        warnings.warn(f"folder {root}: some images are at the top level and some in subfolders, so no class "
-                      f"labels; move every image into a class subfolder to get labels", stacklevel=3)
+    else:
+        class_names = None
+        if any(in_subfolder):
+            warnings.warn(f"folder {root}: some images are at the top level and some in subfolders, so no class "
+                          f"labels; move every image into a class subfolder to get labels", stacklevel=3)
 
     captions = None
     if (root / "captions.jsonl").is_file():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from imgen.checkpoint import read_json
 from imgen.config import config_from_dict, load_config
+from imgen.data import load_dataset
 from imgen.errors import ImgenError
 from imgen.methods.latent import AE_DIR, SCALE_FILE
 from imgen.nn.lora import check_lora_options, save_adapter
@@ -40,7 +41,10 @@ def finetune_config(base: str | Path, data: str | Path, steps: int, lr: float, b
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ImgenError(f"--steps must be an integer >= 1, got {steps!r}")
     d = load_config(Path(base_dir) / "config.json").to_dict()
-    d["data"] = {"name": "folder", "options": {"path": str(Path(data).resolve())}, "batch_size": batch_size}
+    folder = {"path": str(Path(data).resolve())}
+    if d["net"]["options"].get("num_classes"):  # class subfolders get the base's label ids, not their sorted order
+        folder["class_names"] = base_class_names(d["data"], d["net"]["options"]["num_classes"])
+    d["data"] = {"name": "folder", "options": folder, "batch_size": batch_size}
     if d["method"]["name"] == "latent":  # the base's own autoencoder copy and latent scale, not re-measured
         ae = Path(base_dir) / AE_DIR
         opts = d["method"]["options"]
@@ -50,6 +54,16 @@ def finetune_config(base: str | Path, data: str | Path, steps: int, lr: float, b
     d["train"].update(steps=steps, lr=lr, warmup=min(20, steps), seed=seed, init_from=str(Path(base_dir).resolve()),
                       ema_decay=0.99, ckpt_every=50, log_every=10, lr_schedule="constant", **frozen_base)
     return config_from_dict(d)
+
+
+def base_class_names(data: dict, num_classes: int) -> list[str]:
+    """The class names of a class-conditional base, in label order (from its dataset; digits' are "0".."9")."""
+    try:
+        names = load_dataset(data["name"], **data["options"]).class_names
+    except ImgenError as e:
+        raise ImgenError(f"the base is class-conditional and its dataset's class names are needed to label the "
+                         f"folder's subfolders, but its dataset cannot be read here ({e})") from None
+    return list(names) if names else [str(i) for i in range(num_classes)]
 
 
 def finetune(config, data: str | Path, out: Path, progress: bool = True):
