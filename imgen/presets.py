@@ -178,8 +178,10 @@ _TOKEN_PRIOR = {"dim": 128, "depth": 4, "heads": 4, "max_len": 20}  # captions: 
 
 def shapes_ar_t2i() -> Config:
     """Text-to-image as language modelling (DALL-E, Ramesh et al. 2021; Parti, Yu et al. 2022): caption words, then
-    a shapes-vqvae tokenizer's 8x8 image tokens in raster order, predicted one by one by a causal transformer.
-    Needs a tokenizer: `imgen train shapes-vqvae --out TOK`, then --set method.options.tokenizer=TOK."""
+    a tokenizer's 8x8 image tokens in raster order, predicted one by one by a causal transformer. Needs a tokenizer:
+    `imgen train shapes-vqgan --out TOK`, then --set method.options.tokenizer=TOK. Take the VQGAN: the evaluator
+    reads shape and colour right on 92.5% of its reconstructions of held-out scenes, on 28% of a shapes-vqvae's
+    (1000 steps each), and a prior cannot draw better than its tokenizer."""
     return Config(
         description="autoregressive text-to-image token prior on shapes (32x32 via 8x8 VQ tokens), causal transformer",
         data=DataConfig("shapes", {"image_size": 32, "max_objects": 1, "split": "train"}, batch_size=64),
@@ -192,7 +194,7 @@ def shapes_ar_t2i() -> Config:
 
 def shapes_maskgit_t2i() -> Config:
     """shapes-ar-t2i's tokens and captions modelled by MaskGIT (Chang et al. 2022): a bidirectional transformer
-    predicting masked tokens, decoded in 8 parallel steps. Needs --set method.options.tokenizer=TOK."""
+    predicting masked tokens, decoded in 8 parallel steps. Needs --set method.options.tokenizer=TOK (shapes-vqgan)."""
     c = shapes_ar_t2i()
     c.description = "MaskGIT text-to-image token prior on shapes (32x32 via 8x8 VQ tokens), 8 decoding steps"
     c.net.options["causal"] = False
