@@ -168,14 +168,19 @@ def load_adapter_state(net: nn.Module, tensors: dict[str, torch.Tensor], what: s
             getattr(layers[name], k).copy_(value)
 
 
-def set_scale(net: nn.Module, scale: float) -> None:
-    """The adapter's strength s in h = W x + s (alpha / r) B A x (0 = the base model, 1 = as trained)."""
+def check_scale(scale) -> float:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise ImgenError(f"LoRA scale must be a finite number (1 = as trained, 0 = off), got {scale!r}")
+    return float(scale)
+
+
+def set_scale(net: nn.Module, scale: float) -> None:
+    """The adapter's strength s in h = W x + s (alpha / r) B A x (0 = the base model, 1 = as trained)."""
+    scale = check_scale(scale)
     for m in lora_layers(net).values():
         merged = m.merged
         m.unmerge()
-        m.scale = float(scale)
+        m.scale = scale
         if merged:
             m.merge()
 
@@ -232,7 +237,7 @@ def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 def apply_adapter(net: nn.Module, path: str | Path, scale: float = 1.0) -> dict:
     """add_lora with the options the adapter file names, load its matrices, set its strength. -> its meta."""
     tensors, meta = read_adapter(path)
-    set_scale(nn.Module(), scale)  # check the scale before touching the net
+    check_scale(scale)  # before touching the net
     add_lora(net, meta["rank"], meta["alpha"], meta["targets"])
     try:
         load_adapter_state(net, tensors, f"LoRA adapter {str(path)!r}")

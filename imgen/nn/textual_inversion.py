@@ -102,6 +102,7 @@ def remove_tokens(net: nn.Module) -> None:
     if isinstance(enc.token_emb, NewTokenEmbedding):
         enc.token_emb = enc.token_emb.base
         net.tokenizer = net._base_tokenizer
+        del net._base_tokenizer
         enc.vocab_size = net.tokenizer.vocab_size
 
 
