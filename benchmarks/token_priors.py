@@ -8,6 +8,8 @@ DIR, else one is trained into OUT/shapes-vqgan), or reused from OUT/<preset>. J:
   maskgit.nfe_ratio_vs_ar                                                AR's calls / MaskGIT's
   {ar, maskgit}.adherence                                                imgen.metrics.adherence on held-out prompts
   {ar, maskgit}.train_steps                                              the budget each was trained with
+  ar.sliding_window                     scenes twice the trained width, drawn through a sliding window (VQGAN sec. 3.2),
+                                        in benchmarks/results/token_priors_wide.png
 
     OMP_NUM_THREADS=1 python benchmarks/token_priors.py --tokenizer runs/shapes-vqgan           # presets' budgets
     OMP_NUM_THREADS=1 python benchmarks/token_priors.py --quick --tokenizer runs/shapes-vqgan   # 150 steps, n=50
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 
 import imgen
+from imgen.images import save_grid
 from imgen.metrics.adherence import adherence
 from imgen.presets import get_preset
 from imgen.train import train
@@ -95,6 +98,14 @@ def main(argv=None) -> dict:
                "nfe": count_calls(ar, lambda: ar.generate(["a red circle"])),
                "train_steps": ar.config.train.steps, "adherence": adherence(ar, n=n)}
     print(json.dumps(J["ar"]), flush=True)
+    prompts = ["a red circle in the top left", "a blue square at the bottom", "a big green triangle"]
+    wide_cond = {**ar.net.encode(prompts), "drop": torch.zeros(len(prompts), dtype=torch.bool)}
+    wide = ar.method.sample_wide(ar.net, len(prompts), 2 * ar.net.token_grid[1], wide_cond,
+                                 torch.Generator().manual_seed(0), cfg=ar.config.sample.cfg)
+    RESULTS.mkdir(exist_ok=True)
+    save_grid(ar.method.decode_wide(wide), RESULTS / "token_priors_wide.png", nrow=1, scale=4)
+    J["ar"]["sliding_window"] = {"prompts": prompts, "token_grid": list(wide.shape[1:]),
+                                 "png": "benchmarks/results/token_priors_wide.png"}
 
     mg = imgen.load(trained("shapes-maskgit-t2i", out / "shapes-maskgit-t2i", tokenizer, steps))
     mg_time = timed(lambda: mg.generate(["a red circle in the top left"] * b))

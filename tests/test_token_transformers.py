@@ -153,6 +153,22 @@ def test_ar_sampling_with_and_without_the_kv_cache_draws_the_same_tokens_in_n_ca
     assert torch.equal(cached, plain) and len(calls) == m.net.num_tokens == 16
 
 
+def test_sliding_window_draws_wider_scenes_and_at_the_trained_width_is_plain_sampling(ar_dir):
+    m = imgen.load(ar_dir)
+    cond = {**m.net.encode(["a red circle", "a blue square"]), "drop": torch.zeros(2, dtype=torch.bool)}
+    plain = m.method.sample_tokens(m.net, 2, cond, torch.Generator().manual_seed(4), cfg=2.0, use_cache=False)
+    same = m.method.sample_wide(m.net, 2, 4, cond, torch.Generator().manual_seed(4), cfg=2.0)
+    assert torch.equal(same.flatten(1), plain)
+    calls = []
+    hook = m.net.register_forward_hook(lambda *_: calls.append(1))
+    wide = m.method.sample_wide(m.net, 2, 7, cond, torch.Generator().manual_seed(4))
+    hook.remove()
+    assert wide.shape == (2, 4, 7) and len(calls) == 4 * 7 and wide.max() < m.net.codebook_size
+    assert m.method.decode_wide(wide).shape == (2, 3, 16, 28)
+    with pytest.raises(ImgenError, match="width"):
+        m.method.sample_wide(m.net, 2, 3, cond)
+
+
 # ---- MaskGIT ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("steps", [1, 4, 8])
 def test_maskgit_unmasks_every_token_in_exactly_steps_calls_following_the_cosine_schedule(maskgit_dir, steps):

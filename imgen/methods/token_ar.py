@@ -7,14 +7,15 @@ causal=True) with the next-token cross-entropy
 The condition is dropped with probability cond_drop for classifier-free guidance on the logits (Parti sec. 2.4).
 Sampling draws one token per network call from softmax(logits / temperature) filtered by top-k / top-p, with a
 KV cache so each call computes only the new token (use_cache=False recomputes the whole prefix: the benchmark's
-peer). A sample costs N = h * w network calls; `steps` does not apply.
+peer). A sample costs N = h * w network calls; `steps` does not apply. `sample_wide` draws scenes wider than the
+trained grid through a sliding window (VQGAN sec. 3.2).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 from imgen.methods.token_prior import TokenPrior, check_sampling, sample_logits
 
 
@@ -58,6 +59,34 @@ class TokenAR(TokenPrior):
             if callback is not None:
                 callback(i, ids)
         return ids
+
+    @torch.no_grad()
+    def sample_wide(self, net, n: int, width: int, cond: dict | None = None, generator=None, cfg: float = 1.0,
+                    temperature: float | None = None, top_k: int | None = None,
+                    top_p: float | None = None) -> torch.Tensor:
+        """Token ids (n, h, width) of a scene `width` tokens wide, wider than the trained w: each token is drawn
+        from the prior over the h x w window around it, its context the window's tokens before it in raster order
+        (VQGAN's sliding attention window, Esser et al. 2021, sec. 3.2 and fig. 3). h * width network calls, not
+        cached (the window moves). width == w draws what sample_tokens(use_cache=False) draws."""
+        self._check(net)
+        check_sampling(temperature, top_k, top_p)
+        h, w = net.token_grid
+        check_int(width, "width (tokens)", minimum=w, hint=f" (the trained token grid is {w} wide)")
+        prefix = self.sample_prefix(net, cond, n, cfg)
+        ids = torch.zeros(n, h, width, dtype=torch.long, device=prefix.device)
+        for r in range(h):
+            for c in range(width):
+                c0 = min(max(c - w // 2, 0), width - w)  # the window's first column, centred on c where it fits
+                context = ids[:, :, c0:c0 + w].reshape(n, h * w)[:, :r * w + c - c0]
+                logits = self.guide(net(context.repeat(len(prefix) // n, 1), prefix)[:, -1].float(), cfg)
+                ids[:, r, c] = sample_logits(logits, generator, temperature or 1.0, top_k, top_p)
+        return ids
+
+    @torch.no_grad()
+    def decode_wide(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (n, h, W) of any width -> images (n, C, H, W * f) (the tokenizer's decoder is convolutional)."""
+        tok = self.tokenizer.to(ids.device)
+        return tok.decode(tok.quantizer.indices_to_codes(ids)).clamp(-1, 1)
 
     @torch.no_grad()
     def sample(self, net, shape: tuple, cond: dict | None = None, steps: int | None = None, generator=None,
