@@ -15,11 +15,20 @@ from safetensors.torch import load_file, save
 from imgen.errors import ImgenError
 
 
+def _default_mode(directory: bool = False) -> int:
+    """The mode open() / mkdir() would give a new file / directory under the process umask (mkstemp and mkdtemp
+    create theirs private, 0600 / 0700, which would leave a model unreadable by other users)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def _atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _default_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -65,6 +74,7 @@ def copy_model_files(src: str | Path, dst: str | Path, names=("config.json", "em
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}-copy-"))
     try:
+        tmp.chmod(_default_mode(directory=True))
         for name in names:
             if (src / name).is_file():
                 shutil.copy2(src / name, tmp / name)

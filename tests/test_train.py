@@ -111,6 +111,23 @@ def test_checkpoint_writes_leave_no_temp_files(tmp_path):
     assert not [p for p in (tmp_path / "m").iterdir() if p.name.startswith(".")]
 
 
+def test_written_files_get_the_usual_permissions_not_private_temp_ones(tmp_path):
+    import os
+    import stat
+
+    from imgen.checkpoint import atomic_write_text, copy_model_files, save_tensors
+    old = os.umask(0o022)
+    try:
+        save_tensors({"w": torch.zeros(2)}, tmp_path / "m" / "ema.safetensors")
+        atomic_write_text(tmp_path / "m" / "config.json", "{}")
+        copy_model_files(tmp_path / "m", tmp_path / "copy")
+    finally:
+        os.umask(old)
+    for p in (tmp_path / "m" / "ema.safetensors", tmp_path / "m" / "config.json", tmp_path / "copy" / "config.json"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p  # mkstemp's 0600 would hide a model from other users
+    assert stat.S_IMODE((tmp_path / "copy").stat().st_mode) == 0o755
+
+
 def test_a_2d_toy_preset_trains_and_samples_points(tmp_path):
     from imgen.config import apply_overrides
     from imgen.presets import get_preset
