@@ -238,6 +238,21 @@ def test_cli_samples_a_class_conditional_maskgit_with_steps_and_top_k(maskgit_di
     assert main(["sample", str(maskgit_dir), "--label", "3", "--steps", "99", "--out", str(tmp_path / "t.png")]) == 2
 
 
+def test_a_frozen_clip_text_tower_conditions_the_prior_and_stays_frozen(shapes_tok, tmp_path):
+    from imgen.pretrained import resolve_model_path
+
+    out = tmp_path / "clip-prior"
+    train(prior_config("maskgit", shapes_tok, steps=2, text_encoder="shapes-clip"), out, progress=False)
+    clip = load_tensors(resolve_model_path("shapes-clip") / "model.safetensors")
+    m = imgen.load(out)
+    tower = {k: v for k, v in m.net.state_dict().items() if k.startswith("text_encoder.")}
+    assert tower and all(torch.equal(v, clip[k]) for k, v in tower.items())  # loaded, and not trained
+    assert m.generate(["a red circle"], n=2, steps=2).shape == (2, 3, 16, 16)
+    with pytest.raises(ImgenError, match="max_len"):
+        train(prior_config("maskgit", shapes_tok, steps=1, text_encoder="shapes-clip", max_len=40), tmp_path / "x",
+              progress=False)
+
+
 def test_resume_through_the_trainer_equals_an_uninterrupted_run(digits_tok, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     train(prior_config("token_ar", digits_tok, DIGITS, steps=4), full, progress=False)

@@ -60,7 +60,20 @@ def tokenizer_net_options(method_options: dict, dataset, net_options: dict) -> d
         condition = "caption" if has_captions else "label" if getattr(dataset, "num_classes", None) else "none"
     if condition == "caption":
         out["num_classes"] = None
-        if not net_options.get("vocab"):
+        if net_options.get("text_encoder"):  # a frozen CLIP text tower: its vocabulary, length and architecture
+            from imgen.nn.text2img import clip_text_options
+
+            clip_dir = str(Path(resolve_model_path(net_options["text_encoder"])).resolve())
+            if not Path(clip_dir).is_dir():
+                raise ImgenError(f"net.options.text_encoder={net_options['text_encoder']!r} is not a directory; give "
+                                 f"a CLIP directory (e.g. the shipped 'shapes-clip')")
+            opts = clip_text_options(clip_dir)
+            if net_options.get("max_len", 16) > opts["max_len"]:
+                raise ImgenError(f"net.options.max_len={net_options['max_len']} exceeds the text encoder's "
+                                 f"{opts['max_len']} positions; use max_len <= {opts['max_len']}")
+            out.update(text_encoder=clip_dir, vocab=opts["vocab"],
+                       text_encoder_options={**opts["encoder_options"], "max_len": opts["max_len"]})
+        elif not net_options.get("vocab"):
             out["vocab"] = Tokenizer.from_corpus(caption_corpus(dataset)).itos[len(SPECIAL_TOKENS):]
     elif condition == "label":
         if not getattr(dataset, "num_classes", None):

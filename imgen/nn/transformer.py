@@ -14,13 +14,16 @@ The token prior knows nothing of losses: imgen.methods.token_ar (causal, next to
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from imgen.errors import ImgenError, check_int
 from imgen.nn.layers import ConfigMixin
-from imgen.nn.text import Tokenizer, check_prompts
+from imgen.nn.text import TextTransformer, Tokenizer, check_prompts
+from imgen.nn.text2img import load_clip_text_tower
 
 
 class KVCache:
@@ -130,13 +133,16 @@ class TokenTransformer(ConfigMixin, nn.Module):
     The condition is caption words (option `vocab`: the word Tokenizer's words, P = max_len), a class label
     (`num_classes`, P = 1) or nothing (P = 1, a learned start embedding). A dropped condition (cond["drop"]) is a
     learned null prefix (classifier-free guidance, Ho & Salimans 2022). Token id codebook_size is [MASK] (MaskGIT).
+    With `text_encoder` (a CLIP directory, e.g. shipped "shapes-clip") the caption prefix is its frozen text tower's
+    token features, projected to dim, instead of word embeddings learned from scratch.
     in_channels/image_size are the images the tokenizer decodes to (Model reads the sample shape from them)."""
 
     name = "token_transformer"
 
     def __init__(self, in_channels: int, image_size: int, codebook_size: int, token_grid: list | tuple,
                  num_classes: int | None = None, vocab: list | None = None, max_len: int = 16, dim: int = 128,
-                 depth: int = 4, heads: int = 4, causal: bool = True):
+                 depth: int = 4, heads: int = 4, causal: bool = True, text_encoder: str = "",
+                 text_encoder_options: dict | None = None):
         super().__init__()
         self.save_config(locals())
         check_int(codebook_size, "token_transformer codebook_size", minimum=2)
@@ -153,7 +159,13 @@ class TokenTransformer(ConfigMixin, nn.Module):
         self.max_len = max_len
         self.prefix_len = max_len if vocab else 1
         self.token_emb = nn.Embedding(codebook_size + 1, dim)  # + [MASK]
-        if self.tokenizer is not None:
+        if self.tokenizer is not None and text_encoder:  # a frozen CLIP text tower's token features, projected
+            self.text_encoder = TextTransformer(self.tokenizer.vocab_size, **{"max_len": max_len, **(
+                text_encoder_options or {})}).requires_grad_(False)  # max_len here: its positions (>= ours)
+            if Path(text_encoder).is_dir():  # at load time the state dict brings the weights
+                load_clip_text_tower(self.text_encoder, text_encoder)
+            self.text_proj = nn.Linear(self.text_encoder.dim, dim)
+        elif self.tokenizer is not None:
             self.word_emb = nn.Embedding(self.tokenizer.vocab_size, dim)
         elif num_classes:
             self.label_emb = nn.Embedding(num_classes, dim)
@@ -192,7 +204,7 @@ class TokenTransformer(ConfigMixin, nn.Module):
                                      "net.encode(prompts) (imgen generate)")
                 prefix = self.null_prefix.expand(batch, -1, -1)
             else:
-                prefix = self.word_emb(cond["text"])  # (B, P, D); pads are embedded too (a fixed-length prefix)
+                prefix = self._embed_text(cond["text"], cond["text_mask"])  # (B, P, D)
         elif self.num_classes:
             if cond.get("label") is None:
                 if cond.get("drop") is None or not bool(cond["drop"].all()):
@@ -206,6 +218,13 @@ class TokenTransformer(ConfigMixin, nn.Module):
         if drop is not None and (self.tokenizer is not None or self.num_classes):
             prefix = torch.where(drop.to(prefix.device)[:, None, None], self.null_prefix.to(prefix.dtype), prefix)
         return prefix
+
+    def _embed_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Word ids (B, P) -> prefix (B, P, D): learned word embeddings, or the frozen text tower's token features
+        (unCLIP/Imagen condition on a frozen pretrained text encoder). Pads are embedded too (a fixed-length prefix)."""
+        if hasattr(self, "text_encoder"):
+            return self.text_proj(self.text_encoder(ids, mask)[0])
+        return self.word_emb(ids)
 
     def new_cache(self, batch: int) -> KVCache:
         return self.trunk.new_cache(batch)
