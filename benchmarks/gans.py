@@ -1,7 +1,7 @@
 """imgen's GANs on digits, judged as the diffusion presets are, against imgen's digits-flow trained in the same run.
 
 For digits-dcgan, digits-cgan, digits-wgan-gp (issue 12) and the peer digits-flow (class-conditional flow matching,
-`J["models"]["flow_reference"]`), each trained with imgen.train.train(get_preset(name)) (or reused from OUT/<name>):
+`J["models"]["flow_reference"]`), each trained with imgen.train.train_preset (or reused from OUT/<name>):
   svc_accuracy     conditional models only: scikit-learn's SVC on the requested labels (imgen.digits_check)
   fid              fid[digits-eval]: imgen's digits evaluator features of n samples vs all 1797 real digits
   diversity_ratio  mean within-class pairwise pixel distance of the samples over that of the real digits
@@ -31,37 +31,17 @@ from sklearn.datasets import load_digits
 from sklearn.svm import SVC
 
 import imgen
-from imgen.config import load_config
 from imgen.data import load_dataset
 from imgen.digits_check import _to_digits_space, digits_quality
 from imgen.metrics.diversity import diversity_ratio, mode_collapse_warning
 from imgen.metrics.features import get_extractor
 from imgen.metrics.fid import fid
-from imgen.presets import get_preset
-from imgen.train import train
+from imgen.train import train_preset
 
 GANS = ("digits-dcgan", "digits-cgan", "digits-wgan-gp")
 REFERENCE = "digits-flow"
 QUICK_STEPS, QUICK_N = 100, 300
 RESULTS = Path(__file__).resolve().parent / "results" / "gans.json"
-
-
-def train_cached(name: str, steps: int | None, out: Path) -> float:
-    """Train preset `name` into `out` (or reuse / resume it); the training wall seconds, summed over runs."""
-    cfg = get_preset(name)
-    if steps is not None:
-        cfg.train.steps, cfg.train.ckpt_every = steps, min(cfg.train.ckpt_every, steps)
-    if (out / "config.json").is_file() and load_config(out / "config.json").model_identity()["method"] != \
-            cfg.model_identity()["method"]:
-        raise SystemExit(f"{out} holds a model of another {name} config; delete it or give another --out")
-    state, record = out / "train_state.json", out / "wall_s.json"
-    before = json.loads(record.read_text())["wall_s"] if record.is_file() and state.is_file() else 0.0
-    if not (state.is_file() and json.loads(state.read_text())["step"] >= cfg.train.steps):
-        tic = time.perf_counter()
-        train(cfg, out, progress=False)
-        before += time.perf_counter() - tic
-        record.write_text(json.dumps({"wall_s": before}) + "\n")
-    return round(before, 1)
 
 
 def judge(model, n: int, seed: int, real: dict, real_feats: torch.Tensor, svc: SVC, extractor) -> dict:
@@ -112,7 +92,7 @@ def main(argv=None) -> dict:
               "features": "digits-eval", "models": {}}
     for name in GANS + (REFERENCE,):
         key = "flow_reference" if name == REFERENCE else name
-        seconds = train_cached(name, steps, out / name)
+        seconds = train_preset(name, out / name, steps)
         model = imgen.load(out / name)
         row = {"preset": name, **judge(model, n, args.seed, real, real_feats, svc, extractor),
                "train_seconds": seconds, "steps": json.loads((out / name / "train_state.json").read_text())["step"]}

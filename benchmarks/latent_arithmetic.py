@@ -32,8 +32,7 @@ from imgen.apps.latent import apply_attribute, attribute_vector
 from imgen.data.shapes import COLOR_NAMES, ShapesDataset
 from imgen.metrics.disentanglement import active_units, mig
 from imgen.metrics.evaluators import load_evaluator
-from imgen.presets import get_preset
-from imgen.train import train
+from imgen.train import train_preset
 
 QUICK_STEPS = 150
 RESULTS = Path(__file__).resolve().parent / "results" / "latent_arithmetic.json"
@@ -42,12 +41,8 @@ SOURCE, TARGET = "blue", "red"
 
 
 def trained(name: str, out: Path, steps: int | None) -> tuple[imgen.Model, float]:
-    config = get_preset(name)
-    if steps is not None:
-        config.train.steps = steps
-    tic = time.perf_counter()
-    train(config, out / name, progress=False)  # resumes / returns at once if already trained
-    return imgen.load(out / name), time.perf_counter() - tic
+    seconds = train_preset(name, out / name, steps)  # resumes / returns at once if already trained
+    return imgen.load(out / name), seconds
 
 
 def scenes_with(color: str, n: int, seed: int, pool: int = 20000) -> dict:

@@ -41,7 +41,7 @@ from imgen.data import load_dataset
 from imgen.metrics.bits import bits_per_dim, discrete_bits_per_dim
 from imgen.nn.flow import dequantization_bin_width, dequantize_uniform
 from imgen.presets import PRESETS, get_preset
-from imgen.train import train
+from imgen.train import train_preset
 
 N_BINS, DEQUANT_DRAWS, QUICK_STEPS = 17, 4, 150
 RESULTS = Path(__file__).resolve().parent / "results" / "likelihood.json"
@@ -131,12 +131,8 @@ def peer_flow_bpd(train_x: torch.Tensor, test_x: torch.Tensor, steps: int, batch
 
 
 def trained(name: str, out: Path, steps: int | None) -> tuple[imgen.Model, float]:
-    config = get_preset(name)
-    if steps is not None:
-        config.train.steps = steps
-    tic = time.perf_counter()
-    train(config, out / name, progress=False)  # resumes / returns at once if already trained
-    return imgen.load(out / name), time.perf_counter() - tic
+    seconds = train_preset(name, out / name, steps)  # resumes / returns at once if already trained
+    return imgen.load(out / name), seconds
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -138,6 +138,18 @@ def test_a_2d_toy_preset_trains_and_samples_points(tmp_path):
     assert x.shape == (100, 2) and torch.isfinite(x).all()
 
 
+def test_train_preset_trains_once_then_reuses_and_reports_the_summed_training_time(tmp_path, monkeypatch):
+    import imgen.train as T
+    from imgen.train import train_preset
+
+    first = train_preset("moons-flow", tmp_path / "m", steps=20)
+    assert first > 0 and (tmp_path / "m" / "wall_s.json").is_file()
+    monkeypatch.setattr(T, "train", lambda *a, **k: pytest.fail("a finished model is retrained"))
+    assert train_preset("moons-flow", tmp_path / "m", steps=20) == first  # reused: the time it cost, not 0
+    with pytest.raises(ImgenError, match="holds a model of another digits-ddpm config"):
+        train_preset("digits-ddpm", tmp_path / "m", steps=2)
+
+
 def test_image_folder_with_mixed_sizes_is_rejected_before_anything_is_written(tmp_path):
     from PIL import Image
 
