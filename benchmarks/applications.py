@@ -21,11 +21,17 @@ colour) pairs and templates); each input image is the prompt's scene rendered wi
             300 steps learning only zorp's embedding (imgen.recipes.textual_inversion, init "triangle"), then n
             held-out prompts "a {size} zorp {position}": concept_accuracy (shapes-eval reads a magenta triangle) and
             prompt_still_obeyed (size and position as prompted), each also for the base (zorp is unknown to it).
+  sr        super-resolution 8 -> 32 px (SR3 with Imagen's noise-conditioning augmentation; imgen.apps.upscale):
+            n held-out one-object scenes (held-out seed and (shape, colour) pairs) rendered at 32 px, area-averaged to
+            8 px, enlarged by the upsampler (--sr-model DIR, or the shapes-sr preset trained here, ~4 min) and by
+            bicubic interpolation: psnr (mean, against the 32 px truth) and eval_accuracy (shapes-eval reads the
+            truth's shape AND colour).
 
     OMP_NUM_THREADS=1 python benchmarks/applications.py            # n=64; writes benchmarks/results/applications.json
     OMP_NUM_THREADS=1 python benchmarks/applications.py --quick    # n=16 -> applications_quick.json
     OMP_NUM_THREADS=1 python benchmarks/applications.py --only lora   # one section, the file's others kept
     OMP_NUM_THREADS=1 python benchmarks/applications.py --only textual_inversion
+    OMP_NUM_THREADS=1 python benchmarks/applications.py --only sr --sr-model runs/shapes-sr
 """
 from __future__ import annotations
 
@@ -155,12 +161,18 @@ def run_edit(n: int) -> dict:
     J["target_attribute"] = float(np.mean([J[a]["target_attribute"] for a in ("color", "shape")]))
     J["kept_attributes"] = float(np.mean([J[a]["kept_attributes"] for a in ("color", "shape")]))
     images, sources = edit_tasks(min(n, 16), "color")[:2]
-    J["inversion_psnr"] = {}
+    J["inversion_psnr"] = {"steps": model.config.sample.steps}
+    # ddim: classic inversion; aidi: its fixed-point form; null_text: Mokady et al. as edit uses it;
+    # null_text_aidi: null text at lr 1e-2 on an AIDI pivot (imgen.apps.edit.invert's doc: reconstructs best)
     for cfg in (1.0, 3.0):
-        for null_text in (False, True):
-            p = [psnr(reconstruct(model, invert(model, images[i], sources[i], cfg=cfg, null_text=null_text)),
+        for name, kw in (("ddim", {"null_text": False}), ("aidi", {"null_text": False, "fixed_point_iters": 4}),
+                         ("null_text", {"null_text": True}),
+                         ("null_text_aidi", {"null_text": True, "lr": 1e-2, "fixed_point_iters": 4})):
+            if cfg == 1.0 and kw["null_text"]:
+                continue  # at w = 1 the null text is never evaluated: null-text inversion is plain inversion
+            p = [psnr(reconstruct(model, invert(model, images[i], sources[i], cfg=cfg, **kw)),
                       images[i:i + 1]).item() for i in range(len(sources))]
-            key = f"guidance_{cfg:g}_{'null_text' if null_text else 'ddim'}"
+            key = f"guidance_{cfg:g}_{name}"
             J["inversion_psnr"][key] = round(float(np.mean(p)), 2)
             print(key, J["inversion_psnr"][key], flush=True)
     # the ceiling: the autoencoder's own round trip (a latent model cannot reconstruct better)
@@ -203,6 +215,41 @@ def run_textual_inversion(n: int, steps: int = 300, images: int = 16) -> dict:
     return J
 
 
+def run_sr(n: int, model_dir: str | None = None) -> dict:
+    """Upsampler vs bicubic on n held-out scenes (see the module docstring)."""
+    import tempfile
+
+    from imgen.apps.upscale import bicubic, upscale
+    from imgen.data.shapes import render_scenes
+    from imgen.images import adapt_images
+    from imgen.metrics.adherence import READ, adherence_scenes
+    from imgen.presets import get_preset
+    from imgen.train import train
+
+    J: dict = {"n": n}
+    if model_dir is None:
+        model_dir = tempfile.mkdtemp(prefix="imgen-sr-")
+        t1 = time.perf_counter()
+        train(get_preset("shapes-sr"), model_dir, progress=False)
+        J["train_seconds"] = round(time.perf_counter() - t1, 1)
+    model = imgen.load(model_dir)
+    J["model"] = "shapes-sr" if "train_seconds" in J else str(model_dir)
+    ev = load_evaluator("shapes-eval")
+    a = adherence_scenes(n)
+    truth = render_scenes(a, 32, offsets=a["offset"])
+    low = adapt_images(truth, 3, model.net.low_res_size)  # area average, as the training pairs
+    t1 = time.perf_counter()
+    outs = {"diffusion": torch.cat([upscale(model, low[i:i + 16], seed=i) for i in range(0, n, 16)])}
+    J["seconds_per_image"] = round((time.perf_counter() - t1) / n, 3)
+    outs["bicubic"] = bicubic(low, 32)
+    for name, x in outs.items():
+        s = score_images(x, {k: a[k] for k in READ}, ev)
+        J[name] = {"psnr": round(float(psnr(x, truth).mean()), 2), "eval_accuracy": s["shape_color"]}
+        print("sr", name, J[name], flush=True)
+    J["truth_eval_accuracy"] = score_images(truth, {k: a[k] for k in READ}, ev)["shape_color"]
+    return J
+
+
 def _before_paste(model, prompts, inputs, holes, method, jump_length, resample, k: int = 8) -> float:
     """Known-region PSNR of the decoded samples before inpaint's final paste, on the first k tasks."""
     vals = [known_psnr(inpaint(model, inputs[i], holes[i], prompts[i], method=method, jump_length=jump_length,
@@ -219,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jump-length", type=int, default=5)
     p.add_argument("--resample", type=int, default=5)
     p.add_argument("--out", help="JSON path (default benchmarks/results/applications[_quick].json)")
-    p.add_argument("--only", choices=["inpaint", "lora", "edit", "textual_inversion"],
+    p.add_argument("--sr-model", help="sr: an upsampler's directory (default: train the shapes-sr preset, ~4 min)")
+    p.add_argument("--only", choices=["inpaint", "lora", "edit", "textual_inversion", "sr"],
                    help="run one section (inpaint: inpaint + sdedit) and keep the JSON file's other sections")
     return p
 
@@ -241,6 +289,9 @@ def main(argv=None) -> None:
     if args.only in (None, "edit"):
         t1 = time.perf_counter()
         J["edit"] = {**run_edit(max(4, n // 4)), "seconds": round(time.perf_counter() - t1, 1)}
+    if args.only in (None, "sr"):
+        t1 = time.perf_counter()
+        J["sr"] = {**run_sr(n, args.sr_model), "seconds": round(time.perf_counter() - t1, 1)}
     if args.only is None:  # the whole run's time; --only SECTION keeps the file's
         J["seconds"] = round(time.perf_counter() - t0, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
