@@ -59,11 +59,11 @@ class SelfAttention(nn.Module):
         if cache is not None:
             start = cache.length
             k, v = cache.append(layer, k, v)  # (B, H, start + T, Dh)
-        if self.causal and start > 0:  # query i sits at position start + i and sees keys 0..start + i
+        if self.causal and start > 0 and t > 1:  # query i sits at position start + i and sees keys 0..start + i
             mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(diagonal=start)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal and t > 1)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal and t > 1)  # one query: sees all
         return self.proj(out.transpose(1, 2).reshape(b, t, d))
 
 
