@@ -234,6 +234,7 @@ def run_sr(n: int, model_dir: str | None = None) -> dict:
         J["train_seconds"] = round(time.perf_counter() - t1, 1)
     model = imgen.load(model_dir)
     J["model"] = "shapes-sr" if "train_seconds" in J else str(model_dir)
+    J["train_steps"], J["aug_level"] = model.config.train.steps, model.method.sample_aug
     ev = load_evaluator("shapes-eval")
     a = adherence_scenes(n)
     truth = render_scenes(a, 32, offsets=a["offset"])

@@ -1,5 +1,5 @@
-"""`imgen` command line: presets, train, finetune, data, sample, generate, inpaint, outpaint, img2img, edit, serve,
-eval, demo.
+"""`imgen` command line: presets, train, finetune, data, sample, generate, inpaint, outpaint, img2img, upscale, edit,
+serve, eval, demo.
 
 Bad input ends with one line `imgen: error: ...` naming the problem and the fix (exit code 2).
 """
@@ -308,6 +308,25 @@ def cmd_img2img(args) -> int:
     return 0
 
 
+def cmd_upscale(args) -> int:
+    from imgen.apps.upscale import low_res_shape, read_low_res, upscale
+    from imgen.images import to_pil
+    from imgen.model import load
+
+    if args.steps is not None and args.steps < 1:
+        raise ImgenError(f"--steps must be >= 1, got {args.steps}")
+    if Path(args.out).suffix.lower() != ".png":
+        raise ImgenError(f"--out must be a .png path, got {args.out!r}")
+    output_file(args.out)
+    model = load(resolve_model(args.model))
+    low_res_shape(model)  # refuses a model that is not an upsampler
+    x = upscale(model, read_low_res(args.image, model), seed=args.seed, aug_level=args.aug_level, steps=args.steps,
+                sampler=args.sampler)
+    to_pil(x)[0].save(args.out)
+    print(f"wrote the {x.shape[-1]}x{x.shape[-2]} upscaled image to {args.out}")
+    return 0
+
+
 def cmd_edit(args) -> int:
     from imgen.apps.edit import edit
     from imgen.apps.inputs import pixel_shape, read_image
@@ -504,6 +523,18 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             s.add_argument("--strength", type=float, default=0.6, help="noise level to start from, in [0, 1]")
         s.set_defaults(fn={"inpaint": cmd_inpaint, "outpaint": cmd_outpaint, "img2img": cmd_img2img}[verb])
+
+    s = sub.add_parser("upscale", help="enlarge a low-res image with a super-resolution model (SR3; imgen train "
+                       "shapes-sr)")
+    s.add_argument("image", help="the low-res PNG, at the upsampler's input size (8x8 for shapes-sr)")
+    s.add_argument("--model", required=True, help="an upsampler's model directory (imgen train shapes-sr --out DIR)")
+    s.add_argument("--out", required=True, help="a .png path")
+    s.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint (default: the model's)")
+    s.add_argument("--aug-level", type=float, help="noise-conditioning augmentation level in [0, 1] (default: the "
+                   "model's sample_aug)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_upscale)
 
     s = sub.add_parser("edit", help="change one word of an image's prompt (null-text inversion + prompt-to-prompt)")
     s.add_argument("image", help="the input PNG, at the model's image size")

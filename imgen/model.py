@@ -33,6 +33,7 @@ class Model:
         opts = config.net.options
         self.num_classes = opts.get("num_classes")
         self.is_text = config.net.name == "text2img" or getattr(net, "text_conditional", False)
+        self.is_upsampler = bool(getattr(net, "low_res_channels", None))  # SR3 / cascade stage (imgen.apps.upscale)
         if config.net.name == "mlp":
             self.shape = (opts.get("dim", 2),)
         else:
@@ -121,6 +122,9 @@ class Model:
         if cond is None:
             if self.is_text:
                 raise ImgenError("this is a text-to-image model; use generate(prompts) (CLI: imgen generate)")
+            if self.is_upsampler:
+                raise ImgenError("this is a super-resolution model; use imgen.apps.upscale.upscale(model, low_res) "
+                                 "(CLI: imgen upscale)")
             label = self._labels(n, labels)
             cond = None if label is None else {"label": label, "drop": torch.zeros(n, dtype=torch.bool)}
         if cond is not None:

@@ -20,6 +20,7 @@ import torch
 
 from imgen.data.base import as_index, check_choice, check_image_size, hash_uniform
 from imgen.errors import ImgenError, check_int
+from imgen.images import adapt_images
 
 # ---- vocabulary ----
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -307,7 +308,7 @@ class ShapesDataset:
 
     def __init__(self, n: int = 10000, image_size: int = 32, seed: int = 0, split: str = "train",
                  max_objects: int = 2, templates: str | None = None, supersample: int = 4, twins: bool = False,
-                 cells: bool = False):
+                 cells: bool = False, low_res: int | None = None, downsample: int | None = None):
         self.image_size = check_image_size(image_size, "shapes")
         if self.image_size is None or self.image_size < 12:
             raise ImgenError(f"shapes: image_size={image_size} is too small to tell shapes apart; use >= 12 (16 or 32)")
@@ -323,6 +324,18 @@ class ShapesDataset:
             raise ImgenError(f"shapes: cells must be true or false and not combined with twins, got {cells!r}")
         self.n, self.seed, self.supersample, self.twins = int(n), int(seed), int(supersample), twins
         self.cells = cells  # attrs also hold the per-cell targets (cell_attributes), (B, 9) each
+        if low_res is not None and (not isinstance(low_res, int) or isinstance(low_res, bool) or low_res < 1
+                                    or self.image_size % low_res or low_res == self.image_size):
+            raise ImgenError(f"shapes: low_res must be an integer size dividing image_size={self.image_size} and "
+                             f"smaller than it (e.g. {self.image_size // 4}), got {low_res!r}")
+        self.low_res = low_res  # batches also hold "low_res": the image area-averaged to low_res px (SR3's pairs)
+        if downsample is not None and (not isinstance(downsample, int) or isinstance(downsample, bool)
+                                       or downsample < 1 or self.image_size % downsample or low_res is not None):
+            raise ImgenError(f"shapes: downsample must be an integer size dividing image_size={self.image_size} "
+                             f"(e.g. {self.image_size // 4}) and not combined with low_res, got {downsample!r}")
+        self.render_size = self.image_size
+        if downsample is not None:  # scenes rendered at image_size, served area-averaged (a cascade's base stage)
+            self.image_size = downsample
         self.class_names = list(SHAPES)
 
     def __len__(self) -> int:
@@ -356,11 +369,16 @@ class ShapesDataset:
     def scenes(self, a: Mapping) -> dict:
         """The batch of scenes with attributes `a` (sample_scene_attributes): rendered images, captions, attrs
         (with the per-cell targets when cells=True) and label (the main object's shape)."""
-        image = render_scenes(a, self.image_size, a["offset"], self.supersample)
+        image = render_scenes(a, self.render_size, a["offset"], self.supersample)
+        if self.image_size != self.render_size:
+            image = adapt_images(image, self.channels, self.image_size)  # area average
         attrs = {k: torch.from_numpy(a[k]) for k in ATTRIBUTES}
         if self.cells:
             attrs.update({k: torch.from_numpy(v) for k, v in cell_attributes(a).items()})
-        return {"image": image, "label": attrs["shape"].clone(), "caption": scene_captions(a), "attrs": attrs}
+        out = {"image": image, "label": attrs["shape"].clone(), "caption": scene_captions(a), "attrs": attrs}
+        if self.low_res:
+            out["low_res"] = adapt_images(image, self.channels, self.low_res)  # area average (box filter)
+        return out
 
 
 def twin_batch(data, idx: np.ndarray, rng: np.random.Generator) -> dict:

@@ -12,6 +12,7 @@ from imgen.methods.maskgit import maskgit
 from imgen.methods.normalizing_flow import normalizing_flow
 from imgen.methods.token_ar import token_ar
 from imgen.methods.unclip import unclip_decoder, unclip_prior
+from imgen.methods.superres import super_resolution
 from imgen.methods.vae import vae
 from imgen.methods.vqgan import vqgan
 from imgen.methods.vqvae import vqvae
@@ -20,6 +21,7 @@ METHODS = dict(DENOISING_METHODS)  # ddpm, flow_matching, ncsn, edm, reflow
 METHODS.update(progressive_distillation=progressive_distillation)  # few-step family
 METHODS.update(cold=cold)  # off the Gaussian path: samples with its own Algorithms 1-2
 METHODS.update(kl_autoencoder=kl_autoencoder, latent=latent)  # latent models (LDM)
+METHODS["super_resolution"] = super_resolution  # SR3 / Imagen cascade upsampler (net unet with low_res_channels)
 METHODS["vae"] = vae  # VAE, beta-VAE, plain AE (beta = 0)
 METHODS["attribute_classifier"] = attribute_classifier  # imgen's evaluator nets (scripts/train_evaluators.py)
 METHODS.update(clip=clip_method, unclip_prior=unclip_prior, unclip_decoder=unclip_decoder)  # CLIP and unCLIP stages

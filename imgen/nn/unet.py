@@ -8,6 +8,8 @@ guidance); an unconditional net (num_classes=None) ignores cond["label"]. A text
 (context_dim set) also reads cond["text"] (B, L, context_dim), cond["text_mask"] (B, L) bool and
 cond["text_pooled"] (B, context_dim): cross-attention to the tokens (LDM, Rombach et al. 2022) and the
 pooled vector added to the time embedding (AdaGN); dropped rows use a learned null text embedding.
+A super-resolution net (low_res_channels set) reads cond["low_res"] (B, low_res_channels, low_res_size,
+low_res_size) and cond["low_res_level"] (B,) (imgen.nn.superres.LowResConditioning; SR3, Imagen).
 The output has x's shape; the final conv is zero-initialized, so a fresh net outputs zeros.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imgen.errors import ImgenError, check_int
+from imgen.nn.superres import LowResConditioning
 from imgen.nn.layers import (
     ConfigMixin,
     Downsample,
@@ -79,6 +82,8 @@ class UNet(ConfigMixin, nn.Module):
         context_dim: int | None = None,
         cross_attn_resolutions=None,
         coord_channels: bool = False,
+        low_res_channels: int | None = None,
+        low_res_size: int | None = None,
     ):
         super().__init__()
         self.save_config(locals())
@@ -94,6 +99,10 @@ class UNet(ConfigMixin, nn.Module):
         self.time_embed = TimestepEmbedding(base_channels, emb_dim)
         self.label_embed = LabelEmbedding(num_classes, emb_dim) if num_classes else None
         self.text_cond = TextConditioning(context_dim, emb_dim) if context_dim else None
+        _validate_low_res(low_res_channels, low_res_size, image_size)
+        self.low_res_channels, self.low_res_size = low_res_channels, low_res_size
+        self.low_res = LowResConditioning(low_res_channels, low_res_size, base_channels, emb_dim) \
+            if low_res_channels else None
         heads_at = lambda res: num_heads if res in attn_resolutions else None  # noqa: E731
         context_at = lambda res: context_dim if res in cross_attn_resolutions else None  # noqa: E731
         block = lambda cin, cout, res: UNetBlock(cin, cout, emb_dim, dropout, heads_at(res),  # noqa: E731
@@ -103,7 +112,8 @@ class UNet(ConfigMixin, nn.Module):
         # CoordConv (Liu et al. 2018): x/y coordinate planes as extra inputs, so where things are is not left to
         # what zero padding leaks (convolutions and unembedded attention are translation-equivariant).
         self.coord_channels = bool(coord_channels)
-        self.conv_in = nn.Conv2d(in_channels + 2 * self.coord_channels, base_channels, 3, padding=1)
+        extra = 2 * self.coord_channels + (low_res_channels or 0)  # SR3 sec. 2.3: low-res image as input channels
+        self.conv_in = nn.Conv2d(in_channels + extra, base_channels, 3, padding=1)
         self.down = nn.ModuleList()
         skip_channels = [base_channels]
         ch, res = base_channels, image_size
@@ -155,6 +165,8 @@ class UNet(ConfigMixin, nn.Module):
         else:
             reject_text(cond, "UNet")
 
+        if self.low_res is not None:
+            x, emb = self.low_res(x, emb, cond)
         # channels_last lets oneDNN (CPU) and cuDNN run convs and GroupNorm without layout reorders.
         if self.coord_channels:
             ys = torch.linspace(-1, 1, x.shape[2], dtype=x.dtype, device=x.device)
@@ -210,6 +222,18 @@ def _validate(in_channels, out_channels, base_channels, channel_mults, num_res_b
                 f"UNet width {ch} (base_channels * mult) is not divisible by num_heads={num_heads}; "
                 f"choose num_heads dividing every level's width"
             )
+
+
+def _validate_low_res(channels, size, image_size):
+    if channels is None and size is None:
+        return
+    if channels is None or size is None:
+        raise ImgenError("UNet low_res_channels and low_res_size go together (a super-resolution net); set both")
+    check_int(channels, "UNet low_res_channels")
+    check_int(size, "UNet low_res_size")
+    if size > image_size:
+        raise ImgenError(f"UNet low_res_size {size} is larger than image_size {image_size}; an upsampler's input is "
+                         "smaller than its output")
 
 
 def _validate_text(context_dim, cross_attn_resolutions, image_size, levels):
