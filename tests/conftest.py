@@ -45,6 +45,22 @@ def tiny_config_file(tmp_path):
     return make
 
 
+def run_cli(capsys, *argv):
+    """(exit code, stdout, stderr) of `imgen ARGV...` run in this process."""
+    from imgen.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, pattern):
+    """The CLI's contract for bad input: exit 2 and one stderr line 'imgen: error: ...' containing `pattern`."""
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("imgen: error: "), err
+    assert pattern in lines[0], lines[0]
+
+
 def fit(method, net, data, steps: int, batch_size: int, lr: float, seed: int = 0) -> list[float]:
     """A bare AdamW loop over `method.loss` (for tests of a loss alone, without the Trainer); the losses per step."""
     opt = torch.optim.AdamW(net.parameters(), lr=lr)

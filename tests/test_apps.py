@@ -8,7 +8,6 @@ from PIL import Image
 import imgen
 from imgen.apps.img2img import img2img
 from imgen.apps.inpaint import inpaint, outpaint
-from imgen.cli import main
 from imgen.errors import ImgenError
 from imgen.images import make_grid, to_uint8
 from imgen.metrics.adherence import inpaint_tasks, score_images
@@ -17,7 +16,7 @@ from imgen.metrics.psnr_ssim import psnr
 from imgen.pretrained import DEFAULT_TEXT_MODEL
 from imgen.train import train
 
-from conftest import tiny_config
+from conftest import assert_one_line_error, run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -189,12 +188,6 @@ def test_a_model_that_is_not_a_diffusion_model_of_images_is_refused(tmp_path):
 
 
 # ---- command line ---------------------------------------------------------------------------------------------
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture
 def files(tmp_path, task):
     _, _, inputs, holes = task
@@ -213,7 +206,7 @@ def test_cli_inpaint_outpaint_img2img_write_images(capsys, files):
                  ["outpaint", files / "in.png", prompt, "--extend", "left", "--by", "8", "--method", "replacement"],
                  ["img2img", files / "in.png", prompt, "--strength", "0.5", "--n", "2"]):
         out = files / f"{argv[0]}.png"
-        code, stdout, err = run(capsys, *argv, "--out", out, "--scale", 1)
+        code, stdout, err = run_cli(capsys, *argv, "--out", out, "--scale", 1)
         assert code == 0, err
         n = 2 if argv[0] == "img2img" else 1
         assert out.is_file() and Image.open(out).size == tuple(make_grid(torch.zeros(n, 3, 32, 32)).shape[:0:-1])
@@ -228,10 +221,8 @@ def test_cli_inpaint_outpaint_img2img_write_images(capsys, files):
     (["img2img", "{d}/nothing.png", "x"], "image file"),
 ])
 def test_cli_bad_files_are_one_clear_line(capsys, files, argv, pattern):
-    code, _, err = run(capsys, *[a.format(d=files) for a in argv], "--out", files / "o.png")
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("imgen: error: "), err
-    assert pattern in lines[0], lines[0]
+    code, _, err = run_cli(capsys, *[a.format(d=files) for a in argv], "--out", files / "o.png")
+    assert_one_line_error(code, err, pattern)
     assert not (files / "o.png").exists()
 
 

@@ -7,20 +7,7 @@ import pytest
 from PIL import Image
 
 import imgen
-from imgen.cli import main
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, pattern):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("imgen: error: "), err
-    assert pattern in lines[0], lines[0]
+from conftest import assert_one_line_error, run_cli
 
 
 def test_version_and_console_entry_point():
@@ -29,21 +16,21 @@ def test_version_and_console_entry_point():
 
 
 def test_presets_lists_and_shows(capsys):
-    code, out, _ = run(capsys, "presets")
+    code, out, _ = run_cli(capsys, "presets")
     assert code == 0 and "digits-flow" in out and "digits-ddpm" in out and "moons-flow" in out
-    code, out, _ = run(capsys, "presets", "--show", "digits-flow")
+    code, out, _ = run_cli(capsys, "presets", "--show", "digits-flow")
     assert code == 0 and json.loads(out)["method"]["name"] == "flow_matching"
 
 
 def test_train_then_sample_a_grid_and_a_folder(capsys, tmp_path, tiny_config_file):
     cfg = tiny_config_file(steps=4)
-    code, out, err = run(capsys, "train", cfg, "--out", tmp_path / "m", "--quiet")
+    code, out, err = run_cli(capsys, "train", cfg, "--out", tmp_path / "m", "--quiet")
     assert code == 0, err
-    code, out, err = run(capsys, "sample", tmp_path / "m", "--n", 6, "--label", 3, "--steps", 3,
+    code, out, err = run_cli(capsys, "sample", tmp_path / "m", "--n", 6, "--label", 3, "--steps", 3,
                          "--out", tmp_path / "grid.png", "--scale", 1)
     assert code == 0, err
     assert Image.open(tmp_path / "grid.png").size == (3 * 9 + 1, 2 * 9 + 1)  # 3x2 tiles of 8 px + 1 px padding
-    code, out, err = run(capsys, "sample", tmp_path / "m", "--n", 3, "--label", "1,2,3", "--sampler", "ddim",
+    code, out, err = run_cli(capsys, "sample", tmp_path / "m", "--n", 3, "--label", "1,2,3", "--sampler", "ddim",
                          "--eta", 0.5, "--steps", 3, "--out", tmp_path / "pngs")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == ["00000.png", "00001.png", "00002.png"]
@@ -55,7 +42,7 @@ def test_toml_config_and_seed_and_steps_flags(capsys, tmp_path):
     toml.write_text('[data]\nname = "digits"\nbatch_size = 8\n[net]\nname = "unet"\n'
                     '[net.options]\nbase_channels = 8\nchannel_mults = [1, 2]\nnum_res_blocks = 1\n'
                     'attn_resolutions = [4]\nnum_heads = 2\n[train]\nlog_every = 1\n')
-    code, _, err = run(capsys, "train", toml, "--out", tmp_path / "m", "--steps", 3, "--seed", 5, "--quiet")
+    code, _, err = run_cli(capsys, "train", toml, "--out", tmp_path / "m", "--steps", 3, "--seed", 5, "--quiet")
     assert code == 0, err
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert saved["train"]["steps"] == 3 and saved["train"]["seed"] == 5 and saved["data"]["batch_size"] == 8
@@ -74,26 +61,26 @@ def test_toml_config_and_seed_and_steps_flags(capsys, tmp_path):
 ])
 def test_bad_input_is_one_clear_line(capsys, tmp_path, monkeypatch, argv, pattern):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert_one_line_error(code, err, pattern)
 
 
 def test_bad_config_files(capsys, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    code, _, err = run(capsys, "train", bad, "--out", tmp_path / "m")
+    code, _, err = run_cli(capsys, "train", bad, "--out", tmp_path / "m")
     assert_one_line_error(code, err, "is not valid json")
     unknown = tmp_path / "unknown.json"
     unknown.write_text(json.dumps({"trainer": {}}))
-    code, _, err = run(capsys, "train", unknown, "--out", tmp_path / "m")
+    code, _, err = run_cli(capsys, "train", unknown, "--out", tmp_path / "m")
     assert_one_line_error(code, err, "unknown config key 'trainer'")
     missing = tmp_path / "missing.toml"
-    code, _, err = run(capsys, "train", missing, "--out", tmp_path / "m")
+    code, _, err = run_cli(capsys, "train", missing, "--out", tmp_path / "m")
     assert_one_line_error(code, err, "not found")
 
 
 def test_sample_rejects_bad_options(capsys, tmp_path, tiny_config_file):
-    assert run(capsys, "train", tiny_config_file(steps=2), "--out", tmp_path / "m", "--quiet")[0] == 0
+    assert run_cli(capsys, "train", tiny_config_file(steps=2), "--out", tmp_path / "m", "--quiet")[0] == 0
     for argv, pattern in [
         (["--label", "12"], "labels must be in 0..9"),
         (["--label", "seven"], "--label must be an integer"),
@@ -103,20 +90,20 @@ def test_sample_rejects_bad_options(capsys, tmp_path, tiny_config_file):
         (["--sampler", "ddim", "--eta", "2"], "eta must be in [0, 1]"),
         (["--label", "1,2"], "got 2 labels for 4 samples"),
     ]:
-        code, _, err = run(capsys, "sample", tmp_path / "m", "--n", 4, "--out", tmp_path / "o.png", *argv)
+        code, _, err = run_cli(capsys, "sample", tmp_path / "m", "--n", 4, "--out", tmp_path / "o.png", *argv)
         assert_one_line_error(code, err, pattern)
 
 
 def test_corrupt_weights_file_is_a_clear_error(capsys, tmp_path, tiny_config_file):
-    assert run(capsys, "train", tiny_config_file(steps=2), "--out", tmp_path / "m", "--quiet")[0] == 0
+    assert run_cli(capsys, "train", tiny_config_file(steps=2), "--out", tmp_path / "m", "--quiet")[0] == 0
     (tmp_path / "m" / "ema.safetensors").write_bytes(b"\x00garbage")
-    code, _, err = run(capsys, "sample", tmp_path / "m", "--n", 2, "--out", tmp_path / "o.png")
+    code, _, err = run_cli(capsys, "sample", tmp_path / "m", "--n", 2, "--out", tmp_path / "o.png")
     assert_one_line_error(code, err, "is corrupt")
 
 
 def test_a_5000_word_prompt_is_truncated_with_one_warning_line(capsys, tmp_path):
     prompt = " ".join(["a red circle in the top left"] * 700)  # 4900 words
-    code, out, err = run(capsys, "generate", prompt, "--n", 2, "--steps", 1, "--out", tmp_path / "long.png")
+    code, out, err = run_cli(capsys, "generate", prompt, "--n", 2, "--steps", 1, "--out", tmp_path / "long.png")
     assert code == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("imgen: warning:")]
     assert len(warnings) == 1 and warnings[0].startswith("imgen: warning: a prompt is longer than max_len=")

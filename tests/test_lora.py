@@ -1,7 +1,6 @@
 """LoRA (Hu et al. 2021): adapters on attention and convs, merge/unmerge, adapter files, `imgen finetune lora`,
 `--lora ADAPTER[:scale]`, and a style the shipped model cannot be prompted into, learned from 16 pictures."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ from PIL import Image
 
 import imgen
 from imgen.checkpoint import load_tensors
-from imgen.cli import main
+from conftest import assert_one_line_error, run_cli
 from imgen.data.files import save_image_folder
 from imgen.errors import ImgenError
 from imgen.metrics.adherence import adherence_prompts, style_accuracy, style_concept
@@ -177,18 +176,6 @@ def test_adapter_of_the_shipped_model_is_small_and_round_trips_through_load_lora
     assert torch.allclose(shipped.generate(prompts, steps=2, seed=0), x0, atol=1e-5)
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, pattern):
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("imgen: error: "), err
-    assert pattern in lines[0], lines[0]
-
-
 @pytest.fixture(scope="module")
 def concept(tmp_path_factory):
     folder = tmp_path_factory.mktemp("concept")
@@ -197,7 +184,7 @@ def concept(tmp_path_factory):
 
 def test_finetune_via_the_cli_writes_a_small_adapter_trains_only_it_and_resumes(capsys, tmp_path, concept):
     out = tmp_path / "style.safetensors"
-    code, stdout, err = run(capsys, "finetune", "lora", BASE, "--data", concept, "--out", out, "--steps", 2,
+    code, stdout, err = run_cli(capsys, "finetune", "lora", BASE, "--data", concept, "--out", out, "--steps", 2,
                             "--batch-size", 4, "--quiet")
     assert code == 0, err
     assert "wrote" in stdout and out.is_file()
@@ -209,16 +196,16 @@ def test_finetune_via_the_cli_writes_a_small_adapter_trains_only_it_and_resumes(
     assert lora_keys and any(run_weights[k].abs().sum() > 0 for k in lora_keys if k.endswith("lora_B"))
     plain = {k.replace(".base.", "."): v for k, v in run_weights.items() if ".lora_" not in k}
     assert plain.keys() == base.keys() and all(torch.equal(plain[k], base[k]) for k in base)  # base frozen
-    code, _, err = run(capsys, "finetune", "lora", BASE, "--data", concept, "--out", out, "--steps", 3,
+    code, _, err = run_cli(capsys, "finetune", "lora", BASE, "--data", concept, "--out", out, "--steps", 3,
                        "--batch-size", 4, "--quiet")  # a rerun resumes the run to the new step count
     assert code == 0, err
     assert json.loads(out.with_suffix(".json").read_text())["steps"] == 3
     log = [json.loads(line)["step"] for line in (tmp_path / "style.run" / "log.jsonl").read_text().splitlines()]
     assert log == [2, 3]
-    code, stdout, err = run(capsys, "generate", "a red circle in the top left", "--lora", f"{out}:0.5",
+    code, stdout, err = run_cli(capsys, "generate", "a red circle in the top left", "--lora", f"{out}:0.5",
                             "--steps", 2, "--out", tmp_path / "g.png")
     assert code == 0 and (tmp_path / "g.png").is_file(), err
-    code, _, err = run(capsys, "finetune", "lora", BASE, "--data", concept, "--out", out, "--steps", 3,
+    code, _, err = run_cli(capsys, "finetune", "lora", BASE, "--data", concept, "--out", out, "--steps", 3,
                        "--rank", 2, "--quiet")
     assert_one_line_error(code, err, "holds a fine-tune with another lora")
 
@@ -228,24 +215,24 @@ def test_finetuning_a_class_conditional_model_labels_subfolders_by_the_base_clas
     from imgen.data import load_dataset
     from imgen.images import save_pngs
 
-    code, _, err = run(capsys, "train", tiny_config_file(steps=2), "--out", tmp_path / "m", "--quiet")
+    code, _, err = run_cli(capsys, "train", tiny_config_file(steps=2), "--out", tmp_path / "m", "--quiet")
     assert code == 0, err
     digits = load_dataset("digits").get(np.arange(40))
     for c in (3, 7):
         save_pngs(digits["image"][digits["label"] == c], tmp_path / "few" / str(c))
     folder = load_dataset("folder", path=str(tmp_path / "few"), class_names=[str(i) for i in range(10)])
     assert folder.num_classes == 10 and set(folder.labels.tolist()) == {3, 7}  # not 0 and 1 (their sorted order)
-    code, _, err = run(capsys, "finetune", "lora", tmp_path / "m", "--data", tmp_path / "few", "--out",
+    code, _, err = run_cli(capsys, "finetune", "lora", tmp_path / "m", "--data", tmp_path / "few", "--out",
                        tmp_path / "a.safetensors", "--steps", 2, "--batch-size", 4, "--quiet")
     assert code == 0 and (tmp_path / "a.safetensors").is_file(), err
     save_pngs(digits["image"][:1], tmp_path / "few" / "seven")
-    code, _, err = run(capsys, "finetune", "lora", tmp_path / "m", "--data", tmp_path / "few", "--out",
+    code, _, err = run_cli(capsys, "finetune", "lora", tmp_path / "m", "--data", tmp_path / "few", "--out",
                        tmp_path / "b.safetensors", "--steps", 2, "--quiet")
     assert_one_line_error(code, err, "subfolder 'seven' is not one of the classes 0, 1")
 
 
 def test_sample_applies_an_adapter_to_a_class_conditional_model(capsys, tmp_path, tiny_config_file):
-    code, _, err = run(capsys, "train", tiny_config_file(steps=2), "--out", tmp_path / "m", "--quiet")
+    code, _, err = run_cli(capsys, "train", tiny_config_file(steps=2), "--out", tmp_path / "m", "--quiet")
     assert code == 0, err
     model = imgen.load(tmp_path / "m")
     add_lora(model.net, rank=2)
@@ -255,7 +242,7 @@ def test_sample_applies_an_adapter_to_a_class_conditional_model(capsys, tmp_path
     expected = model.sample(2, labels=[1, 2], steps=2, seed=0)
     args = ["sample", tmp_path / "m", "--n", 2, "--label", "1,2", "--steps", 2, "--seed", 0]
     for lora, folder in ((None, "base"), (path, "lora")):
-        code, _, err = run(capsys, *args, *(["--lora", lora] if lora else []), "--out", tmp_path / folder)
+        code, _, err = run_cli(capsys, *args, *(["--lora", lora] if lora else []), "--out", tmp_path / folder)
         assert code == 0, err
     def read(folder):
         return torch.from_numpy(np.stack([np.array(Image.open(tmp_path / folder / f"0000{i}.png")) for i in range(2)]))
@@ -265,28 +252,28 @@ def test_sample_applies_an_adapter_to_a_class_conditional_model(capsys, tmp_path
 
 
 def test_cli_lora_errors_are_one_line(capsys, tmp_path, concept):
-    code, _, err = run(capsys, "generate", "a red circle", "--lora", tmp_path / "none.safetensors", "--out",
+    code, _, err = run_cli(capsys, "generate", "a red circle", "--lora", tmp_path / "none.safetensors", "--out",
                        tmp_path / "g.png")
     assert_one_line_error(code, err, "not found")
     other = tiny_unet()
     add_lora(other, rank=2)
     adapter = save_adapter(other, tmp_path / "other.safetensors",
                            {"kind": "lora", "base": "tiny", "rank": 2, "alpha": 2.0, "targets": ["attn", "conv"]})
-    code, _, err = run(capsys, "generate", "a red circle", "--lora", adapter, "--out", tmp_path / "g.png")
+    code, _, err = run_cli(capsys, "generate", "a red circle", "--lora", adapter, "--out", tmp_path / "g.png")
     assert_one_line_error(code, err, "another base model")
-    code, _, err = run(capsys, "generate", "a red circle", "--lora", f"{adapter}:strong", "--out", tmp_path / "g.png")
+    code, _, err = run_cli(capsys, "generate", "a red circle", "--lora", f"{adapter}:strong", "--out", tmp_path / "g.png")
     assert_one_line_error(code, err, "--lora scale must be a finite number")
     (tmp_path / "w.safetensors").write_bytes(b"not a safetensors file")
-    code, _, err = run(capsys, "generate", "a red circle", "--lora", tmp_path / "w.safetensors", "--out",
+    code, _, err = run_cli(capsys, "generate", "a red circle", "--lora", tmp_path / "w.safetensors", "--out",
                        tmp_path / "g.png")
     assert_one_line_error(code, err, "w.safetensors")
     for argv, pattern in ((["--data", tmp_path / "missing", "--out", tmp_path / "a.safetensors"], "is not a folder"),
                           (["--data", concept, "--out", tmp_path / "a.pt"], "must be a .safetensors"),
                           (["--data", concept, "--out", tmp_path / "a.safetensors", "--rank", 0], "rank"),
                           (["--data", concept, "--out", tmp_path / "a.safetensors", "--targets", "mlp"], "targets")):
-        code, _, err = run(capsys, "finetune", "lora", BASE, *argv)
+        code, _, err = run_cli(capsys, "finetune", "lora", BASE, *argv)
         assert_one_line_error(code, err, pattern)
-    code, _, err = run(capsys, "finetune", "lora", tmp_path / "nomodel", "--data", concept, "--out",
+    code, _, err = run_cli(capsys, "finetune", "lora", tmp_path / "nomodel", "--data", concept, "--out",
                        tmp_path / "a.safetensors")
     assert_one_line_error(code, err, "nomodel")
 

@@ -7,7 +7,7 @@ import torch
 
 import imgen
 from imgen.checkpoint import save_tensors
-from imgen.cli import main
+from conftest import assert_one_line_error, run_cli
 from imgen.data.files import save_image_folder
 from imgen.errors import ImgenError
 from imgen.metrics.adherence import word_concept
@@ -77,40 +77,28 @@ def test_learned_words_round_trip_through_a_file(model, tmp_path):
     assert "zorp" not in net.tokenizer.stoi
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, pattern):
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("imgen: error: "), err
-    assert pattern in lines[0], lines[0]
-
-
 def test_cli_learns_a_word_in_a_few_steps_and_uses_it(capsys, tmp_path):
     images, captions, _ = word_concept(4)
     assert all("zorp" in c for c in captions)
     data = save_image_folder(tmp_path / "zorps", images, captions)
     out = tmp_path / "zorp.safetensors"
-    code, stdout, err = run(capsys, "finetune", "textual-inversion", BASE, "--data", data, "--out", out, "--word",
+    code, stdout, err = run_cli(capsys, "finetune", "textual-inversion", BASE, "--data", data, "--out", out, "--word",
                             "zorp", "--init-word", "triangle", "--steps", 2, "--batch-size", 4, "--quiet")
     assert code == 0, err
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["words"] == ["zorp"] and meta["steps"] == 2 and meta["base"] == BASE
-    code, stdout, err = run(capsys, "generate", "a big zorp on the left", "--embedding", out, "--steps", 2, "--out",
+    code, stdout, err = run_cli(capsys, "generate", "a big zorp on the left", "--embedding", out, "--steps", 2, "--out",
                             tmp_path / "z.png")
     assert code == 0 and "zorp" in stdout and (tmp_path / "z.png").is_file(), err
     for argv, pattern in ((["--word", "red"], "already in the model's vocabulary"), ([], "needs --word"),
                           (["--word", "zorp", "--init-word", "blorb"], "init word 'blorb'")):
-        code, _, err = run(capsys, "finetune", "textual-inversion", BASE, "--data", data, "--out",
+        code, _, err = run_cli(capsys, "finetune", "textual-inversion", BASE, "--data", data, "--out",
                            tmp_path / "b.safetensors", "--steps", 1, *argv)
         assert_one_line_error(code, err, pattern)
     save_tensors({"layer.lora_A": torch.zeros(2, 3)}, tmp_path / "other.safetensors", {"rank": 2})
     save_tensors({KEY: torch.zeros(1, 7)}, tmp_path / "narrow.safetensors", {"words": ["zorp"], "base": "tiny"})
     for name, pattern in (("none", "not found"), ("other", "is not a textual-inversion file"),
                           ("narrow", "learned for another base model")):
-        code, _, err = run(capsys, "generate", "a zorp", "--embedding", tmp_path / f"{name}.safetensors", "--out",
+        code, _, err = run_cli(capsys, "generate", "a zorp", "--embedding", tmp_path / f"{name}.safetensors", "--out",
                            tmp_path / "z.png")
         assert_one_line_error(code, err, pattern)
