@@ -402,7 +402,9 @@ def shapes_sr() -> Config:
 def shapes_8px_t2i() -> Config:
     """The base stage of an 8 -> 32 px cascade (Imagen, Saharia et al. 2022, sec. 2.5): shapes-latent-t2i's text
     conditioning (frozen shapes-clip text tower, cross-attention) on one-object scenes area-averaged to 8x8, a U-Net
-    at 8 px. `imgen.apps.upscale.cascade(base, shapes_sr_model, prompts)` enlarges its samples."""
+    at 8 px. `imgen.apps.upscale.cascade(base, shapes_sr_model, prompts)` enlarges its samples. 400 steps: 2.9 min on
+    2 shared cores; on 64 held-out prompts the cascade's colour and position follow the prompt (1.00, 1.00) but
+    shapes-eval reads the shape at chance (0.19): at 8 px the base barely draws one (base + bicubic: 0.28)."""
     c = shapes_latent_t2i()
     c.description = "text-to-image flow matching on shapes at 8x8 (area-averaged 32 px scenes): a cascade's base"
     c.data = DataConfig("shapes", {"image_size": 32, "downsample": 8, "max_objects": 1, "split": "train"},
@@ -410,6 +412,7 @@ def shapes_8px_t2i() -> Config:
     c.net.options["backbone_options"] = {**_T2I_UNET, "base_channels": 48, "channel_mults": [1, 2],
                                          "attn_resolutions": [4], "cross_attn_resolutions": [8, 4]}
     c.method = MethodConfig("flow_matching", {"cond_drop": 0.1})
+    c.train.steps, c.train.ckpt_every = 400, 200
     return c
 
 
