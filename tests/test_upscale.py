@@ -9,7 +9,6 @@ from PIL import Image
 
 import imgen
 from imgen.apps.upscale import bicubic, cascade, upscale
-from imgen.cli import main
 from imgen.data import load_dataset
 from imgen.errors import ImgenError
 from imgen.images import to_uint8
@@ -18,7 +17,7 @@ from imgen.nn.unet import UNet
 from imgen.presets import get_preset
 from imgen.train import train
 
-from conftest import tiny_config
+from conftest import assert_one_line_error, run_cli, tiny_config
 
 TINY_NET = {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "num_heads": 2}
 
@@ -213,28 +212,23 @@ def write_png(path, image):
     return path
 
 
-def assert_one_line_error(code, err, pattern):
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("imgen: error: ") and pattern in lines[0], err
-
-
 def test_cli_upscale_writes_a_png(sr_dir, pairs, tmp_path, capsys):
     src = write_png(tmp_path / "low.png", pairs["low_res"][:1])
-    code = main(["upscale", str(src), "--model", str(sr_dir), "--out", str(tmp_path / "up.png"), "--steps", "2"])
-    assert code == 0 and "32x32" in capsys.readouterr().out
+    code, out, _ = run_cli(capsys, "upscale", src, "--model", sr_dir, "--out", tmp_path / "up.png", "--steps", 2)
+    assert code == 0 and "32x32" in out
     with Image.open(tmp_path / "up.png") as img:
         assert img.size == (32, 32) and img.mode == "RGB"
 
 
 def test_cli_upscale_rejects_bad_input_in_one_line(sr_dir, pairs, tmp_path, capsys):
     big = write_png(tmp_path / "big.png", pairs["image"][:1])
-    code = main(["upscale", str(big), "--model", str(sr_dir), "--out", str(tmp_path / "o.png")])
-    assert_one_line_error(code, capsys.readouterr().err, "is 32x32 but this upsampler takes 8x8")
+    code, _, err = run_cli(capsys, "upscale", big, "--model", sr_dir, "--out", tmp_path / "o.png")
+    assert_one_line_error(code, err, "is 32x32 but this upsampler takes 8x8")
     grey = tmp_path / "grey.png"
     Image.new("L", (8, 8)).save(grey)
-    code = main(["upscale", str(grey), "--model", str(sr_dir), "--out", str(tmp_path / "o.png")])
-    assert_one_line_error(code, capsys.readouterr().err, "is a L image but this upsampler takes RGB")
-    code = main(["upscale", str(big), "--model", "shapes-latent-t2i", "--out", str(tmp_path / "o.png")])
-    assert_one_line_error(code, capsys.readouterr().err, "is not an upsampler")
+    code, _, err = run_cli(capsys, "upscale", grey, "--model", sr_dir, "--out", tmp_path / "o.png")
+    assert_one_line_error(code, err, "is a L image but this upsampler takes RGB")
+    code, _, err = run_cli(capsys, "upscale", big, "--model", "shapes-latent-t2i", "--out", tmp_path / "o.png")
+    assert_one_line_error(code, err, "is not an upsampler")
     assert not (tmp_path / "o.png").exists()
 
