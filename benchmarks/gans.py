@@ -14,8 +14,17 @@ svc_accuracy >= 0.95, diversity_ratio >= 0.7, fid within 2x of the flow referenc
     OMP_NUM_THREADS=1 python benchmarks/gans.py            # presets' own budgets; writes benchmarks/results/gans.json
     OMP_NUM_THREADS=1 python benchmarks/gans.py --quick    # 100 training steps each, n=300 (~4 min)
 
-Not here yet (a part of issue 12 not built): J["truncation"] (shapes-stylegan) and J["translation"]
-(pix2pix / CycleGAN / SRGAN).
+J["translation"] (shapes-pix2pix, shapes-cyclegan; measured on scenes of another seed, never trained on):
+  pix2pix_psnr                  PSNR (dB) of pix2pix's translations of label maps against the true renders, beside
+                                background_psnr (the background colour alone: what a map's B channel gives for free)
+  pix2pix_eval_accuracy         shapes-eval reading the main object's shape and colour right on the translations
+                                (real_eval_accuracy: on the true renders)
+  cyclegan_target_accuracy      fraction of A -> B translations (black -> gray background) shapes-eval reads as B
+  cyclegan_kept_shape           fraction whose shape shapes-eval reads as it reads the source's (kept_color alike)
+  cyclegan_back_target_accuracy the same for B -> A
+    OMP_NUM_THREADS=1 python benchmarks/gans.py --only translation   # just J["translation"], other keys kept
+
+Not here yet (a part of issue 12 not built): J["truncation"] (shapes-stylegan) and SRGAN's J["translation"] keys.
 """
 from __future__ import annotations
 
@@ -32,8 +41,12 @@ from sklearn.svm import SVC
 
 import imgen
 from imgen.data import load_dataset
+from imgen.data.shapes import BACKGROUNDS
 from imgen.digits_check import _to_digits_space, digits_quality
+from imgen.apps.translate import translate
 from imgen.metrics.diversity import diversity_ratio, mode_collapse_warning
+from imgen.metrics.evaluators import load_evaluator
+from imgen.metrics.psnr_ssim import psnr
 from imgen.metrics.features import get_extractor
 from imgen.metrics.fid import fid
 from imgen.train import train_preset
@@ -68,6 +81,45 @@ def gan_diagnostics(out: Path) -> dict:
     return {f"last_{k}": round(last[k], 4) for k in keys if k in last}
 
 
+def translation(out: Path, steps: int | None, n: int, seed: int) -> dict:
+    """J["translation"]: shapes-pix2pix and shapes-cyclegan trained (or reused) in out/, judged on n scenes of a
+    stream seed they never saw."""
+    ev, row = load_evaluator("shapes-eval"), {}
+    seconds = train_preset("shapes-pix2pix", out / "shapes-pix2pix", steps)
+    b = load_dataset("shapes-pairs", seed=1000 + seed).get(np.arange(n))
+    y = translate(imgen.load(out / "shapes-pix2pix"), b["source"])
+    read = ev.predict
+
+    def main_object_read(x):  # shapes-eval reads the main object's shape and colour right
+        p = read(x)
+        ok = (p["shape"] == b["attrs"]["shape"]) & (p["color"] == b["attrs"]["color"])
+        return round(float(ok.float().mean()), 4)
+
+    row.update(pix2pix_psnr=round(float(psnr(y, b["image"]).mean()), 2),
+               background_psnr=round(float(psnr(_background(b), b["image"]).mean()), 2),
+               pix2pix_eval_accuracy=main_object_read(y), real_eval_accuracy=main_object_read(b["image"]),
+               pix2pix_train_seconds=seconds)
+    seconds = train_preset("shapes-cyclegan", out / "shapes-cyclegan", steps)
+    model = imgen.load(out / "shapes-cyclegan")
+    d = load_dataset("shapes-domains", seed=1000 + seed, **{k: v for k, v in model.config.data.options.items()
+                                                             if k != "seed"})
+    batch, names = d.get(np.arange(n)), ev.value_names["bg"]
+    for key, x, direction, target in (("", batch["image"], "ab", d.domain_b), ("back_", batch["image_b"], "ba",
+                                                                               d.domain_a)):
+        src, out_read = read(x), read(translate(model, x, direction))
+        row[f"cyclegan_{key}target_accuracy"] = round(float((out_read["bg"] == names.index(target)).float().mean()), 4)
+        row[f"cyclegan_{key}kept_shape"] = round(float((out_read["shape"] == src["shape"]).float().mean()), 4)
+        row[f"cyclegan_{key}kept_color"] = round(float((out_read["color"] == src["color"]).float().mean()), 4)
+    row["cyclegan_train_seconds"] = seconds
+    return row
+
+
+def _background(b: dict) -> torch.Tensor:
+    """Each scene's bare background (what a label map's B channel states with no model at all)."""
+    bgs = torch.tensor(list(BACKGROUNDS.values()), dtype=torch.float32) / 127.5 - 1
+    return bgs[b["attrs"]["bg"]][:, :, None, None].expand_as(b["image"]).contiguous()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/gans", help="model cache (--quick: OUT/quick)")
@@ -75,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} training steps per model, n={QUICK_N}")
     p.add_argument("--json", default=None, help=f"where to write the result (default without --quick: {RESULTS})")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", choices=["translation"], help="measure only this part; the JSON's other keys are kept")
     return p
 
 
@@ -82,6 +135,16 @@ def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     steps, n, out = (QUICK_STEPS, QUICK_N, Path(args.out) / "quick") if args.quick else (None, args.n, Path(args.out))
     tic = time.perf_counter()
+    path = Path(args.json) if args.json else (None if args.quick else RESULTS)
+    if args.only == "translation":
+        result = json.loads(path.read_text()) if path is not None and path.is_file() else {"benchmark": "gans"}
+        result["translation"] = {**translation(out, steps, n, args.seed), "quick": args.quick, "n": n,
+                                 "seconds": round(time.perf_counter() - tic, 1)}
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps(result["translation"], indent=1))
+        return result
     ds = load_dataset("digits", split="all")
     real = ds.get(np.arange(len(ds)))
     extractor = get_extractor("digits-eval")
@@ -106,8 +169,8 @@ def main(argv=None) -> dict:
                          "cgan_diversity_ratio_ge_0.7": cgan["diversity_ratio"] >= 0.7,
                          "cgan_fid_within_2x_flow": cgan["fid"] <= 2 * flow["fid"],
                          "cgan_fid_over_flow_fid": round(cgan["fid"] / flow["fid"], 3)}
+    result["translation"] = translation(out, steps, n, args.seed)
     result["seconds"] = round(time.perf_counter() - tic, 1)
-    path = Path(args.json) if args.json else (None if args.quick else RESULTS)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1) + "\n")

@@ -327,6 +327,30 @@ def cmd_upscale(args) -> int:
     return 0
 
 
+def cmd_translate(args) -> int:
+    from imgen.apps.translate import read_sources, translate
+    from imgen.images import save_grid, to_pil
+    from imgen.model import load
+
+    if args.scale < 1:
+        raise ImgenError(f"--scale must be >= 1, got {args.scale}")
+    _check_image_out(args.out)
+    model = load(resolve_model(args.model))
+    x = translate(model, read_sources(args.images, model), args.direction)
+    out = Path(args.out)
+    if out.suffix.lower() == ".png":  # one grid: each translated image in the input order
+        save_grid(x, out, scale=args.scale)
+        print(f"wrote a grid of {len(x)} translated images to {out}")
+        return 0
+    stems = [Path(p).stem for p in args.images]
+    names = stems if len(set(stems)) == len(stems) else [f"{i:05d}" for i in range(len(stems))]
+    out.mkdir(parents=True, exist_ok=True)
+    for name, img in zip(names, to_pil(x)):
+        img.save(out / f"{name}.png")
+    print(f"wrote {len(x)} translated PNGs to {out}/")
+    return 0
+
+
 def cmd_edit(args) -> int:
     from imgen.apps.edit import edit
     from imgen.apps.inputs import pixel_shape, read_image
@@ -535,6 +559,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "model's sample_aug)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_upscale)
+
+    s = sub.add_parser("translate", help="translate images with an image-to-image model (pix2pix: shapes label "
+                       "maps -> images; CycleGAN: black <-> gray backgrounds)")
+    s.add_argument("model", help="a translation model's directory (imgen train shapes-pix2pix|shapes-cyclegan "
+                   "--out DIR)")
+    s.add_argument("images", nargs="+", help="source PNGs at the model's size (32x32 RGB label maps for "
+                   "shapes-pix2pix)")
+    s.add_argument("--direction", default="ab", choices=["ab", "ba"], help="CycleGAN: ab = domain A -> B (default), "
+                   "ba = B -> A; pix2pix translates ab only")
+    s.add_argument("--out", required=True, help="a .png path (grid of the results) or a folder (one PNG per input, "
+                   "named after it)")
+    s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the grid PNG")
+    s.set_defaults(fn=cmd_translate)
 
     s = sub.add_parser("edit", help="change one word of an image's prompt (null-text inversion + prompt-to-prompt)")
     s.add_argument("image", help="the input PNG, at the model's image size")

@@ -340,6 +340,40 @@ def digits_wgan_gp() -> Config:
     return c
 
 
+def shapes_pix2pix() -> Config:
+    """pix2pix (Isola et al. 2017): label maps of shapes scenes -> the rendered 32px images (imgen.data.translation),
+    U-Net generator + conditional PatchGAN, L1 (lambda 100) + non-saturating loss, Adam beta1 0.5 (the paper's).
+    Changed for a 2-core budget: lr 1e-3 (the paper's 2e-4 reached 23.3 dB after 800 steps; 1e-3 22.7 dB after 600
+    steps at depth 4, 25.2 dB at depth 3 with the full-resolution skip), no dropout, a 3-level U-Net with a
+    full-resolution skip (UNetGenerator full_res_skip). `imgen translate DIR MAP.png --out OUT.png`."""
+    return Config(
+        description="pix2pix: shapes label maps -> 32px images (U-Net + conditional PatchGAN, L1 + adversarial)",
+        data=DataConfig("shapes-pairs", {"image_size": 32}, batch_size=16),
+        net=NetConfig("pix2pix", {"num_classes": None, "g_channels": 32, "d_channels": 32, "depth": 3,
+                                  "d_layers": 2, "dropout_layers": 0, "full_res_skip": True}),
+        method=MethodConfig("pix2pix", {"loss": "nonsaturating", "l1_weight": 100.0}),
+        train=TrainConfig(steps=1200, lr=1e-3, betas=[0.5, 0.999], warmup=0, grad_clip=0.0, ema_decay=0.95,
+                          ckpt_every=200, log_every=20),
+    )
+
+
+def shapes_cyclegan() -> Config:
+    """CycleGAN (Zhu et al. 2017) between unpaired shapes scenes on black (domain A) and gray (domain B) backgrounds:
+    two U-Net generators (3 levels, full-resolution skip), two PatchGANs, least-squares adversarial loss, cycle lambda
+    10, identity 0.5 lambda, Adam beta1 0.5 (the paper's) at lr 1e-3 (2e-4 kept 30% of the shapes and 5% of the
+    colours after 400 steps). `imgen translate DIR IMAGE.png --out OUT.png [--direction ba]`."""
+    return Config(
+        description="CycleGAN: shapes on black <-> gray backgrounds, unpaired (U-Nets + PatchGANs, LSGAN + cycle)",
+        data=DataConfig("shapes-domains", {"image_size": 32, "max_objects": 1, "domain_a": "black", "domain_b": "gray"},
+                        batch_size=16),
+        net=NetConfig("cyclegan", {"num_classes": None, "g_channels": 16, "d_channels": 16, "depth": 3,
+                                   "d_layers": 2, "full_res_skip": True}),
+        method=MethodConfig("cyclegan", {"loss": "least_squares", "cycle_weight": 10.0, "identity_weight": 0.5}),
+        train=TrainConfig(steps=1000, lr=1e-3, betas=[0.5, 0.999], warmup=0, grad_clip=0.0, ema_decay=0.95,
+                          ckpt_every=100, log_every=20),
+    )
+
+
 def mnist_flow() -> Config:
     """Class-conditional flow matching on MNIST (28x28): `imgen data download mnist --to DIR`, then
     `imgen train mnist-flow --data-path DIR`. Sized for several processes or a GPU rather than 2 cores."""
@@ -443,6 +477,8 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "digits-dcgan": digits_dcgan,
     "digits-cgan": digits_cgan,
     "digits-wgan-gp": digits_wgan_gp,
+    "shapes-pix2pix": shapes_pix2pix,
+    "shapes-cyclegan": shapes_cyclegan,
     "mnist-flow": mnist_flow,
     "cifar10-ae": cifar10_ae,
     "cifar10-ldm": cifar10_ldm,

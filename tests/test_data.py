@@ -21,10 +21,12 @@ from imgen.errors import ImgenError
 # ---------------------------------------------------------------- the factory and the contract
 def test_list_datasets_names_every_dataset():
     assert set(list_datasets()) == {"shapes", "digits", "moons", "8gaussians", "swissroll", "checkerboard",
-                                    "mnist", "fashion-mnist", "cifar10", "folder", "pairs"}
+                                    "mnist", "fashion-mnist", "cifar10", "folder", "pairs", "shapes-pairs",
+                                    "shapes-domains"}
 
 
-@pytest.mark.parametrize("name", ["shapes", "digits", "moons", "8gaussians", "swissroll", "checkerboard"])
+@pytest.mark.parametrize("name", ["shapes", "digits", "moons", "8gaussians", "swissroll", "checkerboard",
+                                  "shapes-pairs", "shapes-domains"])
 def test_builtin_datasets_follow_the_contract(name):
     ds = load_dataset(name)
     for attr in ("num_classes", "class_names", "channels", "image_size", "name"):

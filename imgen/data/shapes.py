@@ -256,11 +256,14 @@ def _coverage(shape, cx, cy, radius, size: int, ss: int, k: int):
     return cov, x0, y0
 
 
-def render_scenes(attrs: Mapping, image_size: int = 32, offsets=None, supersample: int = 4) -> torch.Tensor:
+def render_scenes(attrs: Mapping, image_size: int = 32, offsets=None, supersample: int = 4,
+                  palette: np.ndarray | None = None) -> torch.Tensor:
     """Render scenes from attributes -> (B, 3, image_size, image_size) float32 in [-1, 1].
 
     `attrs` maps the ATTRIBUTES names to ints or (B,) int arrays (second object only where n_objects == 2;
-    n_objects defaults to 1); `offsets` (B, 2, 2) moves each object's centre by that fraction of a cell."""
+    n_objects defaults to 1); `offsets` (B, 2, 2) moves each object's centre by that fraction of a cell.
+    `palette` (K, 3) in [-1, 1] replaces the colours: "color" ids index it (imgen.data.translation's label maps)."""
+    colors = _PALETTE if palette is None else np.asarray(palette, np.float32)
     a = {k: np.atleast_1d(np.asarray(attrs[k], np.int64)) for k in attrs if k in ATTRIBUTES}
     for k in ("shape", "color", "size", "pos"):
         if k not in a:
@@ -270,7 +273,7 @@ def render_scenes(attrs: Mapping, image_size: int = 32, offsets=None, supersampl
         return torch.zeros(0, 3, image_size, image_size)
     a.setdefault("bg", np.zeros(b, np.int64))
     a.setdefault("n_objects", np.ones(b, np.int64))
-    limits = {"shape": len(SHAPES), "color": len(COLORS), "size": len(SIZES), "pos": len(POSITIONS),
+    limits = {"shape": len(SHAPES), "color": len(colors), "size": len(SIZES), "pos": len(POSITIONS),
               "bg": len(BACKGROUNDS), "n_objects": 3}
     for k, hi in limits.items():
         if a[k].min() < (1 if k == "n_objects" else 0) or a[k].max() >= hi:
@@ -293,7 +296,7 @@ def render_scenes(attrs: Mapping, image_size: int = 32, offsets=None, supersampl
         alpha[np.arange(len(rows))[:, None, None], (y0 + k)[:, None, None] + r[None, :, None],
               (x0 + k)[:, None, None] + r[None, None, :]] = cov
         alpha = alpha[:, k:k + image_size, k:k + image_size, None]
-        color = _PALETTE[a["color" + suffix][rows]][:, None, None, :]
+        color = colors[a["color" + suffix][rows]][:, None, None, :]
         img[rows] = img[rows] * (1 - alpha) + color * alpha
     return torch.from_numpy(np.ascontiguousarray(img.transpose(0, 3, 1, 2)))
 

@@ -79,7 +79,8 @@ class GANMethod:
             fake = self._fake(net, len(x), y, generator)
         real_logits, fake_logits = net.discriminator(x, y), net.discriminator(fake, y)
         loss = self.d_loss(real_logits, fake_logits)
-        mid = 0.0 if self.loss_name != "wgan" else 0.5 * (real_logits.mean() + fake_logits.mean()).detach()
+        mid = {"wgan": 0.5 * (real_logits.mean() + fake_logits.mean()).detach(), "least_squares": 0.5}.get(
+            self.loss_name, 0.0)  # LSGAN's targets are 1 (real) and 0 (fake): the boundary is 0.5
         self._log(d_real_acc=(real_logits > mid).float().mean(), d_fake_acc=(fake_logits < mid).float().mean(),
                   d_real_logit=real_logits.mean(), d_fake_logit=fake_logits.mean())
         critic = lambda v: net.discriminator(v, y)  # noqa: E731

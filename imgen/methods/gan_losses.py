@@ -4,6 +4,8 @@
     nonsaturating  D: as minimax                             G: -E[log D(G(z))]        Goodfellow et al. 2014, sec. 3
     wgan           D: E[D(G(z))] - E[D(x)]                   G: -E[D(G(z))]            Arjovsky et al. 2017, eq. 3
     hinge          D: 0.5 (E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))])   G: -E[D(G(z))]   Lim & Ye 2017, sec. 3
+    least_squares  D: 0.5 E[(D(x) - 1)^2] + 0.5 E[D(G(z))^2]   G: 0.5 E[(D(G(z)) - 1)^2]   Mao et al. 2017, eq. 2
+                   (LSGAN with a = 0, b = c = 1; CycleGAN's adversarial loss, Zhu et al. 2017, sec. 4)
 plus two penalties on D's input gradient: WGAN-GP's E[(||grad D(x_hat)|| - 1)^2] on interpolates (Gulrajani et
 al. 2017, eq. 3) and R1's E[||grad D(x)||^2] on real data (Mescheder et al. 2018, eq. 9; the caller scales it by
 gamma / 2). D(x) = sigmoid(logit) for the logistic losses, so log D = -softplus(-logit), log(1 - D) = -softplus(logit).
@@ -43,12 +45,21 @@ def hinge_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
 
 
+def least_squares_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((real_logits - 1) ** 2).mean() + 0.5 * (fake_logits ** 2).mean()  # LSGAN eq. 2, a = 0, b = 1
+
+
+def least_squares_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((fake_logits - 1) ** 2).mean()  # LSGAN eq. 2, c = 1
+
+
 # name -> (discriminator loss, generator loss)
 LOSSES = {
     "minimax": (minimax_discriminator_loss, minimax_generator_loss),
     "nonsaturating": (minimax_discriminator_loss, nonsaturating_generator_loss),
     "wgan": (wasserstein_discriminator_loss, wasserstein_generator_loss),
     "hinge": (hinge_discriminator_loss, hinge_generator_loss),
+    "least_squares": (least_squares_discriminator_loss, least_squares_generator_loss),
 }
 
 

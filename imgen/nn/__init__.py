@@ -19,6 +19,7 @@ from imgen.nn.mlp import MLPDenoiser
 from imgen.nn.prior import PriorTransformer
 from imgen.nn.text2img import TextToImageNet
 from imgen.nn.transformer import TokenTransformer
+from imgen.nn.translation import CycleGAN, Pix2Pix
 from imgen.nn.unet import UNet, unet_small, unet_tiny
 from imgen.nn.vqvae import VQAutoencoder
 
@@ -31,6 +32,8 @@ NETS.update(realnvp=RealNVP, glow=Glow)  # normalizing flows (method normalizing
 NETS["vqvae"] = VQAutoencoder  # VQ-VAE / VQGAN tokenizers (methods vqvae, vqgan)
 NETS["gan"] = GAN  # generator + discriminator (method gan)
 NETS["stylegan"] = StyleGAN  # StyleGAN-lite generator + discriminator (method gan)
+NETS["pix2pix"] = Pix2Pix  # U-Net generator + conditional PatchGAN (method pix2pix)
+NETS["cyclegan"] = CycleGAN  # two generators + two PatchGANs (method cyclegan)
 NETS["token_transformer"] = TokenTransformer  # token priors over a VQ tokenizer (methods token_ar, maskgit)
 
 
