@@ -338,6 +338,10 @@ def cmd_translate(args) -> int:
     model = load(resolve_model(args.model))
     x = translate(model, read_sources(args.images, model), args.direction)
     out = Path(args.out)
+    if out.suffix.lower() == ".png" and len(x) == 1:  # the translated image itself, at its own size
+        to_pil(x)[0].save(out)
+        print(f"wrote the {x.shape[-1]}x{x.shape[-2]} translated image to {out}")
+        return 0
     if out.suffix.lower() == ".png":  # one grid: each translated image in the input order
         save_grid(x, out, scale=args.scale)
         print(f"wrote a grid of {len(x)} translated images to {out}")
@@ -568,8 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "shapes-pix2pix)")
     s.add_argument("--direction", default="ab", choices=["ab", "ba"], help="CycleGAN: ab = domain A -> B (default), "
                    "ba = B -> A; pix2pix translates ab only")
-    s.add_argument("--out", required=True, help="a .png path (grid of the results) or a folder (one PNG per input, "
-                   "named after it)")
+    s.add_argument("--out", required=True, help="a .png path (the image for one input, a grid for several) or a "
+                   "folder (one PNG per input, named after it)")
     s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the grid PNG")
     s.set_defaults(fn=cmd_translate)
 

@@ -182,7 +182,9 @@ def test_imgen_translate_writes_the_models_pngs_and_rejects_bad_input_in_one_lin
     want = translate(m, from_uint8(np.stack([np.array(Image.open(p)) for p in paths])))
     assert all(np.array_equal(g, np.array(w)) for g, w in zip(got, to_pil(want)))
     assert main(["translate", str(tiny_model), *map(str, paths), "--out", str(tmp_path / "grid.png")]) == 0
-    assert (tmp_path / "grid.png").is_file()
+    assert Image.open(tmp_path / "grid.png").size == (4 * 2 * 33 + 4, 4 * 34)  # 2 images, 1-px pads, --scale 4
+    assert main(["translate", str(tiny_model), str(paths[1]), "--out", str(tmp_path / "one.png")]) == 0
+    assert np.array_equal(np.array(Image.open(tmp_path / "one.png")), got[1])  # one input: the image itself
     bad = {"small.png": Image.new("RGB", (16, 16)), "grey.png": Image.new("L", (32, 32))}
     for name, im in bad.items():
         im.save(tmp_path / name)
