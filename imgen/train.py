@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from imgen.checkpoint import atomic_write_text, load_tensors, save_tensors
-from imgen.config import Config, config_from_dict, load_config, save_config
+from imgen.config import Config, apply_overrides, config_from_dict, load_config, save_config
 from imgen.errors import ImgenError
 from imgen.data.base import caption_corpus
 from imgen.distributed import Group, global_draws, world_size_from_env
@@ -406,14 +406,15 @@ def train(config: Config, out_dir: str | Path, progress: bool = True) -> dict:
             trainer.group.close()
 
 
-def train_preset(name: str, out: str | Path, steps: int | None = None, progress: bool = False) -> float:
-    """Train preset `name` (with `steps` instead of its own budget) into `out`, or resume it, or reuse it when it
-    has finished: the training wall seconds summed over every run into `out` (kept in out/wall_s.json), so a
-    benchmark that reuses a cached model still reports what it cost."""
+def train_preset(name: str, out: str | Path, steps: int | None = None, progress: bool = False,
+                 overrides: tuple[str, ...] = ()) -> float:
+    """Train preset `name` (with `steps` instead of its own budget, and `a.b=c` overrides as `imgen train --set`)
+    into `out`, or resume it, or reuse it when it has finished: the training wall seconds summed over every run
+    into `out` (kept in out/wall_s.json), so a benchmark that reuses a cached model still reports what it cost."""
     from imgen.presets import get_preset  # presets build configs; nothing of theirs imports the Trainer
 
     out = Path(out)
-    cfg = get_preset(name)
+    cfg = apply_overrides(get_preset(name), list(overrides))
     if steps is not None:
         cfg.train.steps, cfg.train.ckpt_every = steps, min(cfg.train.ckpt_every, steps)
     if (out / "config.json").is_file() and \
