@@ -71,17 +71,23 @@ def check_mask(mask, size: tuple[int, int]) -> torch.Tensor:
     return m.bool()
 
 
-def read_image(path: str | Path, model) -> torch.Tensor:
-    """An image file (RGB for a colour model, L for a grey one) of the model's size -> (1, C, H, W) in [-1, 1]."""
-    c, h, w = pixel_shape(model)
+def read_image_file(path: str | Path, shape: tuple[int, int, int], takes: str = "the model makes",
+                    fix: str = "resize or crop it") -> torch.Tensor:
+    """An image file of `shape` (C, H, W: RGB for C = 3, else L) -> (1, C, H, W) in [-1, 1]; a wrong mode or size is
+    one error naming what `takes` such images and the `fix`. The one reader of every image-to-image verb's input."""
+    c, h, w = shape
     img = _open(path, "image")
     want = "RGB" if c == 3 else "L"
     if img.mode != want:
-        raise ImgenError(f"{path} is a {img.mode} image but this model makes {want} images; convert it to {want}")
+        raise ImgenError(f"{path} is a {img.mode} image but {takes} {want} images; convert it to {want}")
     if img.size != (w, h):
-        raise ImgenError(f"{path} is {img.size[0]}x{img.size[1]} but the model makes {w}x{h} images; "
-                         f"resize or crop it to {w}x{h}")
-    return check_image(model, from_uint8(np.array(img)[None]))
+        raise ImgenError(f"{path} is {img.size[0]}x{img.size[1]} but {takes} {w}x{h} images; {fix} to {w}x{h}")
+    return from_uint8(np.array(img)[None])
+
+
+def read_image(path: str | Path, model) -> torch.Tensor:
+    """An image file (RGB for a colour model, L for a grey one) of the model's size -> (1, C, H, W) in [-1, 1]."""
+    return check_image(model, read_image_file(path, pixel_shape(model)))
 
 
 def read_mask(path: str | Path, size: tuple[int, int]) -> torch.Tensor:

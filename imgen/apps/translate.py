@@ -8,12 +8,10 @@ in, translated images out, checked at the boundary.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from imgen.apps.inputs import _open
+from imgen.apps.inputs import read_image_file
 from imgen.errors import ImgenError
-from imgen.images import from_uint8
 
 
 def source_shape(model) -> tuple[int, int, int]:
@@ -42,19 +40,9 @@ def check_sources(model, sources) -> torch.Tensor:
 
 def read_sources(paths, model) -> torch.Tensor:
     """Image files (RGB for a 3-channel source, L for 1) at the model's size -> (B, C, H, W) in [-1, 1]."""
-    c, h, w = source_shape(model)
-    want = "RGB" if c == 3 else "L"
-    out = []
-    for path in paths:
-        img = _open(path, "source image")
-        if img.mode != want:
-            raise ImgenError(f"{path} is a {img.mode} image but this model translates {want} images; convert it to "
-                             f"{want}")
-        if img.size != (w, h):
-            raise ImgenError(f"{path} is {img.size[0]}x{img.size[1]} but the model translates {w}x{h} images; "
-                             f"resize or crop it to {w}x{h}")
-        out.append(from_uint8(np.array(img)[None]))
-    return check_sources(model, torch.cat(out))
+    shape = source_shape(model)
+    return check_sources(model, torch.cat([read_image_file(p, shape, "this model translates", "resize or crop it")
+                                           for p in paths]))
 
 
 @torch.no_grad()

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from imgen.apps.inputs import _open
+from imgen.apps.inputs import read_image_file
 from imgen.errors import ImgenError, check_int
-from imgen.images import from_uint8
 from imgen.nn.superres import upsample
 
 
@@ -48,15 +46,7 @@ def check_low_res(model, images) -> torch.Tensor:
 
 def read_low_res(path: str | Path, model) -> torch.Tensor:
     """A low-res image file (RGB for a colour upsampler, L for a grey one) -> (1, C, h, w) in [-1, 1]."""
-    c, h, w = low_res_shape(model)
-    img = _open(path, "image")
-    want = "RGB" if c == 3 else "L"
-    if img.mode != want:
-        raise ImgenError(f"{path} is a {img.mode} image but this upsampler takes {want} images; convert it to {want}")
-    if img.size != (w, h):
-        raise ImgenError(f"{path} is {img.size[0]}x{img.size[1]} but this upsampler takes {w}x{h} images; "
-                         f"downsample it to {w}x{h}")
-    return check_low_res(model, from_uint8(np.array(img)[None]))
+    return check_low_res(model, read_image_file(path, low_res_shape(model), "this upsampler takes", "downsample it"))
 
 
 @torch.no_grad()

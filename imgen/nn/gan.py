@@ -35,8 +35,8 @@ def minibatch_stddev(h: torch.Tensor) -> torch.Tensor:
     return torch.cat([h, s.expand(len(h), 1, *h.shape[2:])], 1)
 
 
-def _dcgan_init(module: nn.Module) -> None:
-    """Radford et al. 2016, sec. 4: weights N(0, 0.02); batch-norm scales N(1, 0.02)."""
+def dcgan_init(module: nn.Module) -> None:
+    """Radford et al. 2016, sec. 4 (and pix2pix, app. 6.2): weights N(0, 0.02); batch-norm scales N(1, 0.02)."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, 0.02)
@@ -69,7 +69,7 @@ class DCGANGenerator(nn.Module):
             ch //= 2
         blocks += [nn.Conv2d(ch, out_channels, 3, 1, 1), nn.Tanh()]
         self.blocks = nn.Sequential(*blocks)
-        _dcgan_init(self)
+        dcgan_init(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, generator=None) -> torch.Tensor:
         if self.embed is not None:  # (`generator` is unused: a DCGAN draws nothing beyond z)
@@ -107,7 +107,7 @@ class DCGANDiscriminator(nn.Module):
         ch += int(minibatch_std)
         self.linear = nn.Linear(ch, 1)  # psi
         self.embed = nn.Embedding(num_classes, ch) if num_classes else None  # the projection's V
-        _dcgan_init(self)
+        dcgan_init(self)
         if spectral_norm:
             spectral_normed(self)
 

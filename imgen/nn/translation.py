@@ -16,18 +16,7 @@ from torch import nn
 
 from imgen.errors import ImgenError, check_int
 from imgen.nn.discriminator import PatchDiscriminator
-
-
-def _pix2pix_init(module: nn.Module) -> None:
-    """pix2pix app. 6.2: weights N(0, 0.02); batch-norm scales N(1, 0.02)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
+from imgen.nn.gan import dcgan_init
 
 
 class UNetGenerator(nn.Module):
@@ -67,7 +56,7 @@ class UNetGenerator(nn.Module):
                                              nn.BatchNorm2d(out), drop, nn.ReLU()))
             ch = out
         self.head = nn.Sequential(nn.Conv2d(2 * ch, out_channels, 3, 1, 1), nn.Tanh()) if full_res_skip else None
-        _pix2pix_init(self)
+        dcgan_init(self)  # pix2pix app. 6.2: N(0, 0.02), as DCGAN
 
     def forward(self, source: torch.Tensor) -> torch.Tensor:
         if source.shape[-1] % 2 ** self.depth or source.shape[-2] % 2 ** self.depth:
