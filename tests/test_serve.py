@@ -78,6 +78,50 @@ def test_bad_uploads_are_refused_with_a_message(tmp_path):
         read_upload(None, lim, 3, 32)
 
 
+@pytest.fixture(scope="module")
+def app():
+    """The request handlers over the shipped text-to-image model, without a server (imgen.web.app.App)."""
+    import imgen
+    from imgen.web.app import App
+
+    return App({T2I: imgen.load(T2I)})
+
+
+def test_image_to_image_handlers_return_pngs_with_their_settings(app, tmp_path):
+    from imgen.metrics.adherence import inpaint_tasks
+
+    prompts, _, inputs, holes = inpaint_tasks(1)
+    from imgen.images import to_uint8
+    path = tmp_path / "in.png"
+    Image.fromarray(to_uint8(inputs)[0]).save(path)
+    out = app.img2img(T2I, str(path), prompts[0], 0.5, 6, 0, 2)
+    assert len(out) == 2 and json.loads(out[0][0].info["imgen"])["application"] == "img2img"
+    rgba = np.concatenate([to_uint8(inputs)[0], np.full((32, 32, 1), 255, np.uint8)], axis=2)
+    stroke = np.zeros((32, 32, 4), np.uint8)
+    stroke[holes[0].numpy()] = 255  # the brush's white, opaque where drawn
+    filled = app.inpaint(T2I, {"background": rgba, "layers": [stroke], "composite": rgba}, prompts[0],
+                         "replacement", 0, 1)
+    got = np.asarray(filled[0][0])
+    keep = ~holes[0].numpy()
+    assert np.array_equal(got[keep], to_uint8(inputs)[0][keep])  # outside the drawn hole: the upload, exactly
+    edited = app.edit(T2I, str(path), "a red circle on the left", "a blue circle on the left", False)
+    assert json.loads(edited[0][0].info["imgen"])["to"] == "a blue circle on the left"
+
+
+@pytest.mark.parametrize("call,pattern", [
+    (lambda a, p: a.inpaint(T2I, None, "a red star", "replacement", 0, 1), "no image uploaded"),
+    (lambda a, p: a.inpaint(T2I, {"background": np.zeros((32, 32, 4), np.uint8), "layers": []}, "a red star",
+                            "replacement", 0, 1), "no hole drawn"),
+    (lambda a, p: a.inpaint(T2I, {"background": np.zeros((16, 16, 4), np.uint8), "layers": []}, "a red star",
+                            "replacement", 0, 1), "the image is 16x16 but the model makes 32x32"),
+    (lambda a, p: a.img2img(T2I, None, "a red star", 0.5, 4, 0, 1), "no image uploaded"),
+    (lambda a, p: a.edit(T2I, str(p), "a red star", "a big blue star", False), "swaps words one for one"),
+])
+def test_image_to_image_handlers_refuse_bad_input_with_a_message(app, tmp_path, call, pattern):
+    with pytest.raises(ImgenError, match=pattern):
+        call(app, _png(tmp_path / "x.png"))
+
+
 def test_serve_command_errors_are_one_line(capsys):
     from imgen.cli import main
 
@@ -234,6 +278,24 @@ def test_class_conditional_and_latent_interpolation_tabs(server, tmp_path):
     assert means[0][0] > means[0][2] and means[-1][2] > means[-1][0]  # red end to blue end
     with pytest.raises(Exception, match="shapes-latent-t2i is not in the list of choices"):
         client.predict(T2I, "3", 1.0, 2, "euler", 0, 2, api_name="/sample")
+
+
+def test_image_to_image_tabs_round_trip_through_the_server(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    url, _, _ = server
+    client = Client(url, verbose=False)
+    image = _png(tmp_path / "in.png", color=(15, 20, 75))  # a navy background
+    out = client.predict(T2I, handle_file(str(image)), "a red star in the center", 0.7, 6, 0, 1, api_name="/img2img")
+    assert _settings(out[0]["image"])["strength"] == 0.7
+    stroke = np.zeros((32, 32, 4), np.uint8)
+    stroke[8:24, 8:24] = 255
+    Image.fromarray(stroke, "RGBA").save(tmp_path / "stroke.png")
+    editor = {"background": handle_file(str(image)), "layers": [handle_file(str(tmp_path / "stroke.png"))],
+              "composite": None}
+    out = client.predict(T2I, editor, "a red star in the center", "replacement", 0, 1, api_name="/inpaint")
+    got = np.asarray(Image.open(out[0]["image"]).convert("RGB"))
+    assert (got[:8] == (15, 20, 75)).all() and not (got[8:24, 8:24] == (15, 20, 75)).all()  # kept / redrawn
 
 
 @pytest.mark.slow  # with the server's start, over the fast tier's share

@@ -1,6 +1,7 @@
-"""`imgen serve`: a gradio page over imgen models. Tabs: text-to-image (a text model), sampling (a class-conditional
-or unconditional model), latent interpolation (an autoencoder or VAE; imgen.apps.latent), each present only when a
-model of its kind is served. Offline: no analytics, no share tunnel, fonts and scripts from the gradio package
+"""`imgen serve`: a gradio page over imgen models. Tabs: text-to-image and the image-to-image applications of a text
+model (img2img, inpainting with a mask drawn on the image, prompt-to-prompt editing; imgen.apps), sampling (a
+class-conditional or unconditional model), latent interpolation (an autoencoder or VAE; imgen.apps.latent), each
+present only when a model of its kind is served. Offline: no analytics, no share tunnel, fonts and scripts from the gradio package
 itself; 127.0.0.1 unless told. Bounded by imgen.web.limits.Limits (queue, n, steps, prompt, uploads).
 
 Every image is a PNG whose text chunk "imgen" holds its settings as JSON (model, prompt, sampler, steps, seed ...).
@@ -14,7 +15,9 @@ import os
 import socket
 import threading
 import warnings
-from pathlib import Path
+
+import numpy as np
+import torch
 
 from imgen import __version__
 from imgen.errors import ImgenError
@@ -123,6 +126,72 @@ class App:
         return _pngs(x, {"model": model_name, "label": labels if labels is not None else "all", "steps": steps,
                          "seed": seed, "n": n, **opts})
 
+    def _image(self, model, file, name: str = "image"):
+        from imgen.apps.inputs import pixel_shape
+
+        c, size, _ = pixel_shape(model)
+        return read_upload(file, self.limits, c, size, name)
+
+    def img2img(self, model_name, file, prompt, strength, steps, seed, n, progress=None):
+        from imgen.apps.img2img import img2img
+
+        model = self._model(model_name, "text")
+        prompt = check_prompt(prompt, "prompt", self.limits)
+        n = check_count(n, "number of images", self.limits.max_n)
+        steps, seed = check_count(steps, "steps", self.limits.max_steps), check_seed(seed)
+        x = self._image(model, file)
+        with self.lock:
+            out = img2img(model, x, prompt, float(strength), n=n, steps=steps, seed=seed)
+        return _pngs(out, {"model": model_name, "application": "img2img", "prompt": prompt,
+                           "strength": float(strength), "steps": steps, "seed": seed, "n": n})
+
+    def inpaint(self, model_name, editor, prompt, method, seed, n, progress=None):
+        """`editor`: gr.ImageEditor's value (numpy): the uploaded image is the background, any stroke drawn on a
+        layer marks the hole."""
+        from imgen.apps.inpaint import METHODS, inpaint
+        from imgen.apps.inputs import pixel_shape
+        from imgen.images import from_uint8
+
+        model = self._model(model_name, "text")
+        prompt = check_prompt(prompt, "prompt", self.limits)
+        n = check_count(n, "number of images", self.limits.max_n)
+        seed = check_seed(seed)
+        if method not in METHODS:
+            raise ImgenError(f"unknown inpainting method {method!r}; choose one of {', '.join(METHODS)}")
+        background = None if not editor else editor.get("background")
+        if background is None:
+            raise ImgenError("no image uploaded; drop a PNG on the editor, then paint the part to redraw")
+        c, h, w = pixel_shape(model)
+        image = np.asarray(background)
+        if image.shape[:2] != (h, w):
+            raise ImgenError(f"the image is {image.shape[1]}x{image.shape[0]} but the model makes {w}x{h} images; "
+                             f"upload a {w}x{h} image")
+        rgb = image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+        layers = [np.asarray(layer) for layer in (editor.get("layers") or []) if layer is not None]
+        hole = np.zeros((h, w), dtype=bool)
+        for layer in layers:
+            hole |= (layer[..., 3] > 0) if layer.ndim == 3 and layer.shape[2] == 4 else (layer.reshape(h, w, -1)
+                                                                                         .max(-1) > 0)
+        if not hole.any():
+            raise ImgenError("no hole drawn; paint over the part of the image to redraw with the brush")
+        x = from_uint8(rgb[None].astype(np.uint8))
+        with self.lock:
+            out = inpaint(model, x, torch.from_numpy(hole), prompt, method=method, n=n, seed=seed)
+        return _pngs(out, {"model": model_name, "application": "inpaint", "prompt": prompt, "method": method,
+                           "seed": seed, "n": n})
+
+    def edit(self, model_name, file, source, target, null_text, progress=None):
+        from imgen.apps.edit import edit
+
+        model = self._model(model_name, "text")
+        source = check_prompt(source, "source prompt", self.limits)
+        target = check_prompt(target, "edited prompt", self.limits)
+        x = self._image(model, file)
+        with self.lock:
+            out = edit(model, x, source, target, null_text=bool(null_text))
+        return _pngs(out, {"model": model_name, "application": "edit", "from": source, "to": target,
+                           "null_text": bool(null_text), "seed": None})
+
     def interpolate(self, model_name, file_a, file_b, frames, mode, progress=None):
         from imgen.apps.latent import MODES, interpolate
 
@@ -196,6 +265,46 @@ def build(app: App):
                 inputs = [model, prompt, negative, cfg, steps, sampler, seed, n]
                 go.click(_in_page(app.text_to_image), inputs, gallery, api_name="text_to_image")
                 prompt.submit(_in_page(app.text_to_image), inputs, gallery, api_name=False)
+            with gr.Tab("Image to image"):
+                types = [".png", ".jpg", ".jpeg", ".webp", ".bmp"]
+                with gr.Row():
+                    with gr.Column():
+                        model = gr.Dropdown(names, value=names[0], label="model", visible=len(names) > 1)
+                        with gr.Tab("img2img (SDEdit)"):
+                            file = gr.File(label="image", file_types=types, type="filepath")
+                            prompt = gr.Textbox(label="prompt", max_length=lim.max_prompt_chars)
+                            strength = gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="strength (0 keeps the image)")
+                            with gr.Row():
+                                steps = gr.Slider(1, lim.max_steps, value=defaults.steps, step=1, label="steps")
+                                seed = gr.Number(0, precision=0, minimum=0, label="seed")
+                                n = gr.Slider(1, lim.max_n, value=4, step=1, label="images")
+                            go_i2i = gr.Button("Redraw", variant="primary")
+                        with gr.Tab("Inpaint"):
+                            editor = gr.ImageEditor(label="image: paint the part to redraw", type="numpy",
+                                                    image_mode="RGBA", sources=["upload"], layers=False,
+                                                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
+                            fill = gr.Textbox(label="prompt", max_length=lim.max_prompt_chars)
+                            with gr.Row():
+                                method = gr.Radio(["repaint", "replacement"], value="replacement", label="method")
+                                fill_seed = gr.Number(0, precision=0, minimum=0, label="seed")
+                                fill_n = gr.Slider(1, lim.max_n, value=4, step=1, label="images")
+                            go_fill = gr.Button("Fill", variant="primary")
+                        with gr.Tab("Edit (prompt-to-prompt)"):
+                            edit_file = gr.File(label="image", file_types=types, type="filepath")
+                            source = gr.Textbox(label="prompt that describes the image",
+                                                max_length=lim.max_prompt_chars)
+                            target = gr.Textbox(label="the same prompt with words swapped",
+                                                max_length=lim.max_prompt_chars)
+                            null_text = gr.Checkbox(False, label="null-text inversion (slower; keeps more of the image)")
+                            go_edit = gr.Button("Edit", variant="primary")
+                    gallery = gr.Gallery(label="images (PNG with settings)", format="png", columns=4,
+                                         object_fit="contain", buttons=GALLERY_BUTTONS, elem_classes="imgen-gallery")
+                go_i2i.click(_in_page(app.img2img), [model, file, prompt, strength, steps, seed, n], gallery,
+                             api_name="img2img")
+                go_fill.click(_in_page(app.inpaint), [model, editor, fill, method, fill_seed, fill_n], gallery,
+                              api_name="inpaint")
+                go_edit.click(_in_page(app.edit), [model, edit_file, source, target, null_text], gallery,
+                              api_name="edit")
         if app.names("sample"):
             names = app.names("sample")
             first = app.models[names[0]]
