@@ -110,6 +110,13 @@ def _parse_labels(text: str | None):
         raise ImgenError(f"--label must be an integer or a comma-separated list of integers, got {text!r}") from None
 
 
+def _check_steps_apply(model, steps: int | None) -> None:
+    """--steps given to a model that samples in one pass (GAN, VAE, flow, raster-order AR) would be ignored: say so."""
+    if steps is not None and not getattr(model.method, "takes_steps", True):
+        raise ImgenError(f"--steps does not apply to {model.config.method.name} models (they sample without a step "
+                         "count); drop --steps")
+
+
 def cmd_sample(args) -> int:
     from imgen.model import load
 
@@ -121,6 +128,7 @@ def cmd_sample(args) -> int:
     lora = _parse_lora(args.lora)
     model = load(args.model_dir)
     _load_additions(model, lora, args.embedding)
+    _check_steps_apply(model, args.steps)
     if len(model.shape) != 3:
         raise ImgenError("this model makes 2D points, not images; sample it from Python: imgen.load(DIR).sample(n)")
     x = model.sample(args.n, labels=_parse_labels(args.label), sampler=args.sampler, steps=args.steps,
@@ -242,6 +250,7 @@ def cmd_generate(args) -> int:
     lora = _parse_lora(args.lora)
     model = load(resolve_model(args.model))
     _load_additions(model, lora, args.embedding)
+    _check_steps_apply(model, args.steps)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         x = model.generate([args.prompt or "-"], n=args.n, negative=args.negative, unconditional=args.unconditional,

@@ -191,6 +191,10 @@ def test_imgen_sample_label_writes_the_ema_generators_images_and_rejects_bad_inp
     assert main(["sample", str(tmp_path / "c"), "--label", "12", "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("imgen: error:") == 1 and "0..9" in err
+    assert main(["sample", str(tmp_path / "c"), "--steps", "50", "--out", str(tmp_path / "y.png")]) == 2
+    err = capsys.readouterr().err  # a GAN draws in one pass: --steps would be silently ignored
+    assert err.count("imgen: error:") == 1 and "--steps does not apply to gan models" in err
+    assert not (tmp_path / "y.png").exists()
 
 
 def test_bad_gan_options_get_one_clear_error(tmp_path):

@@ -23,6 +23,8 @@ from imgen.methods.gan_losses import LOSSES, gradient_penalty, r1_penalty
 
 
 class GANMethod:
+    takes_steps = False  # one generator evaluation per image
+
     def __init__(self, loss: str = "nonsaturating", gp_weight: float = 0.0, r1_weight: float = 0.0,
                  n_critic: int = 1, d_lr_scale: float = 1.0):
         if loss not in LOSSES:

@@ -40,6 +40,7 @@ def _check_flow(net) -> None:
 
 class NormalizingFlow:
     """Maximum likelihood on `n_bins`-level images; `temperature` is the default sampling temperature."""
+    takes_steps = False  # x = f^-1(z) in one pass
 
     def __init__(self, n_bins: int = 256, temperature: float = 1.0):
         check_int(n_bins, "method.options.n_bins", minimum=2)

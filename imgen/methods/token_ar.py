@@ -21,6 +21,7 @@ from imgen.methods.token_prior import TokenPrior, check_sampling, sample_logits
 
 class TokenAR(TokenPrior):
     name = "token_ar"
+    takes_steps = False  # one network call per token, in raster order
 
     def _check(self, net):
         if not getattr(net, "causal", False) or not hasattr(net, "num_tokens"):

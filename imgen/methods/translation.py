@@ -30,6 +30,8 @@ from imgen.methods.gan_losses import LOSSES
 
 
 class Pix2PixMethod:
+    takes_steps = False  # one generator evaluation per image
+
     def __init__(self, loss: str = "nonsaturating", l1_weight: float = 100.0):
         if loss not in LOSSES:
             raise ImgenError(f"pix2pix loss must be one of {', '.join(LOSSES)}, got {loss!r}")
@@ -104,6 +106,8 @@ class Pix2PixMethod:
 
 
 class CycleGANMethod:
+    takes_steps = False  # one generator evaluation per image
+
     def __init__(self, loss: str = "least_squares", cycle_weight: float = 10.0, identity_weight: float = 0.5):
         if loss not in LOSSES:
             raise ImgenError(f"cyclegan loss must be one of {', '.join(LOSSES)}, got {loss!r}")

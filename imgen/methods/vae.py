@@ -49,6 +49,7 @@ def gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor)
 class VAEMethod:
     """loss(net, batch) = (-E_q[log p(x|z)] + beta * KL(q(z|x) || N(0, I))) / D, a one-sample estimate of the
     negative beta-ELBO per pixel (the scale keeps Adam's LR and grad clipping in range; beta keeps its meaning)."""
+    takes_steps = False  # x = decoder(z) in one pass
 
     def __init__(self, beta: float = 1.0, levels: int = 256):
         if not (isinstance(beta, (int, float)) and beta >= 0):
