@@ -561,15 +561,16 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--strength", type=float, default=0.6, help="noise level to start from, in [0, 1]")
         s.set_defaults(fn={"inpaint": cmd_inpaint, "outpaint": cmd_outpaint, "img2img": cmd_img2img}[verb])
 
-    s = sub.add_parser("upscale", help="enlarge a low-res image with a super-resolution model (SR3; imgen train "
-                       "shapes-sr)")
+    s = sub.add_parser("upscale", help="enlarge a low-res image with a super-resolution model (SR3: imgen train "
+                       "shapes-sr; SRGAN: shapes-srgan)")
     s.add_argument("image", help="the low-res PNG, at the upsampler's input size (8x8 for shapes-sr)")
-    s.add_argument("--model", required=True, help="an upsampler's model directory (imgen train shapes-sr --out DIR)")
+    s.add_argument("--model", required=True, help="an upsampler's model directory (imgen train shapes-sr|shapes-srgan "
+                   "--out DIR)")
     s.add_argument("--out", required=True, help="a .png path")
-    s.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint (default: the model's)")
+    s.add_argument("--steps", type=int, help="sampling steps (default: the model's; SR3 only, not SRGAN)")
+    s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint (default: the model's; SR3 only)")
     s.add_argument("--aug-level", type=float, help="noise-conditioning augmentation level in [0, 1] (default: the "
-                   "model's sample_aug)")
+                   "model's sample_aug; SR3 only)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_upscale)
 

@@ -7,7 +7,8 @@ two-stage text-to-image cascade: a base model draws the prompt at low resolution
 
 The low-res image conditions every denoising step after Imagen's noise-conditioning augmentation at a fixed level
 (`aug_level`, default the model's sample_aug): it is corrupted by the forward process at that level and the level
-is given to the net (imgen.methods.superres).
+is given to the net (imgen.methods.superres). An SRGAN model (imgen.methods.srgan; `imgen train shapes-srgan`)
+upscales in one generator pass: no steps, sampler, seed or aug_level.
 """
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ from imgen.nn.superres import upsample
 def low_res_shape(model) -> tuple[int, int, int]:
     """(C, h, w) of the images an upsampler takes; one clear error for a model that is not an upsampler."""
     size = getattr(model.net, "low_res_size", None)
-    if not size or not hasattr(model.method, "low_res_condition"):
+    if not size or not (hasattr(model.method, "low_res_condition") or hasattr(model.method, "upscale")):
         raise ImgenError(f"this {model.config.method.name!r} model ({model.config.data.name}) is not an upsampler; "
-                         "give a super-resolution model, e.g. one from `imgen train shapes-sr --out DIR`")
+                         "give a super-resolution model, e.g. one from `imgen train shapes-sr --out DIR` (or "
+                         "shapes-srgan)")
     return model.net.low_res_channels, size, size
 
 
@@ -56,6 +58,12 @@ def upscale(model, low_res_images, *, seed: int = 0, aug_level: float | None = N
     image, (B, C, H, W) in [-1, 1]. aug_level: the conditioning-augmentation level (default the model's
     sample_aug); kwargs go to Model.sample (grid, progress, callback, ...)."""
     low = check_low_res(model, low_res_images)
+    if hasattr(model.method, "upscale"):  # a GAN upsampler (SRGAN): one deterministic generator pass
+        given = [name for name, v in (("steps", steps), ("sampler", sampler), ("aug_level", aug_level)) if v is not None]
+        if given:
+            raise ImgenError(f"{', '.join(given)} does not apply to {model.config.method.name} models (one generator "
+                             f"pass, no sampling); drop it")
+        return model.method.upscale(model.net, low.to(model.device))
     level = model.method.sample_aug if aug_level is None else aug_level
     if not isinstance(level, (int, float)) or not 0.0 <= level <= 1.0:
         raise ImgenError(f"aug_level must be a noise level in [0, 1], got {aug_level!r}")

@@ -13,6 +13,7 @@ from imgen.methods.normalizing_flow import normalizing_flow
 from imgen.methods.token_ar import token_ar
 from imgen.methods.translation import cyclegan, pix2pix
 from imgen.methods.unclip import unclip_decoder, unclip_prior
+from imgen.methods.srgan import srgan
 from imgen.methods.superres import super_resolution
 from imgen.methods.vae import vae
 from imgen.methods.vqgan import vqgan
@@ -30,6 +31,7 @@ METHODS["normalizing_flow"] = normalizing_flow  # RealNVP, Glow: exact likelihoo
 METHODS.update(vqvae=vqvae, vqgan=vqgan)  # image tokenizers (net vqvae)
 METHODS["gan"] = gan  # GANs: DCGAN, conditional (projection D), WGAN-GP (net gan)
 METHODS.update(pix2pix=pix2pix, cyclegan=cyclegan)  # image-to-image translation (nets pix2pix, cyclegan)
+METHODS["srgan"] = srgan  # SRGAN super-resolution (net srgan; imgen upscale)
 
 METHODS.update(token_ar=token_ar, maskgit=maskgit)  # token priors over a VQ tokenizer (net token_transformer)
 

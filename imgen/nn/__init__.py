@@ -13,6 +13,7 @@ from imgen.nn.clip import clip_net
 from imgen.nn.dit import DiT, dit_s, dit_tiny
 from imgen.nn.flow import Glow, RealNVP
 from imgen.nn.gan import GAN
+from imgen.nn.srgan import SRGAN
 from imgen.nn.stylegan import StyleGAN
 from imgen.nn.layers import check_kwargs
 from imgen.nn.mlp import MLPDenoiser
@@ -34,6 +35,7 @@ NETS["gan"] = GAN  # generator + discriminator (method gan)
 NETS["stylegan"] = StyleGAN  # StyleGAN-lite generator + discriminator (method gan)
 NETS["pix2pix"] = Pix2Pix  # U-Net generator + conditional PatchGAN (method pix2pix)
 NETS["cyclegan"] = CycleGAN  # two generators + two PatchGANs (method cyclegan)
+NETS["srgan"] = SRGAN  # SRResNet generator + SRGAN discriminator (method srgan)
 NETS["token_transformer"] = TokenTransformer  # token priors over a VQ tokenizer (methods token_ar, maskgit)
 
 
