@@ -78,6 +78,17 @@ def test_bad_uploads_are_refused_with_a_message(tmp_path):
         read_upload(None, lim, 3, 32)
 
 
+def tiny_sr_config():
+    """A tiny shapes-sr upsampler trained 2 steps: the upscale tab's mechanics, not quality."""
+    from imgen.presets import get_preset
+
+    c = get_preset("shapes-sr")
+    c.data.options["n"], c.data.batch_size = 16, 4
+    c.net.options.update(base_channels=8, channel_mults=[1, 2], num_heads=2)
+    c.train.steps, c.train.warmup, c.train.ckpt_every = 2, 1, 2
+    return c
+
+
 @pytest.fixture(scope="module")
 def app():
     """The request handlers over the shipped text-to-image model, without a server (imgen.web.app.App)."""
@@ -122,6 +133,31 @@ def test_image_to_image_handlers_refuse_bad_input_with_a_message(app, tmp_path, 
         call(app, _png(tmp_path / "x.png"))
 
 
+def test_upscale_tab_upscales_an_upload_with_an_upsampler_and_refuses_other_models(app, tmp_path):
+    import imgen
+    from imgen.apps.upscale import upscale
+    from imgen.images import to_uint8
+    from imgen.train import train
+    from imgen.web.app import App, model_kinds
+
+    train(tiny_sr_config(), tmp_path / "sr", progress=False)
+    sr = imgen.load(tmp_path / "sr")
+    assert model_kinds(sr) == {"upscale"}  # not a "Sample" tab that could only fail
+    web = App({"sr": sr})
+    big = _png(tmp_path / "in.png", size=(40, 40), color=(200, 30, 30))  # any size: resized to 8x8 first
+    out = web.upscale("sr", str(big), 3, 5, None)
+    settings = json.loads(out[0][0].info["imgen"])
+    assert out[0][0].size == (32, 32) and settings["low_res"] == 8 and settings["steps"] == 3
+    low = read_upload(big, Limits(), 3, 8)
+    assert np.array_equal(np.asarray(out[0][0]), to_uint8(upscale(sr, low, steps=3, seed=5))[0])
+    with pytest.raises(ImgenError, match="unknown model 'x'"):
+        web.upscale("x", str(big), 3, 0, None)
+    with pytest.raises(ImgenError, match="no low-res image uploaded"):
+        web.upscale("sr", None, 3, 0, None)
+    with pytest.raises(ImgenError, match="unknown model"):
+        app.upscale(T2I, str(big), 3, 0, None)  # a text-to-image model is not an upsampler
+
+
 def test_serve_command_errors_are_one_line(capsys):
     from imgen.cli import main
 
@@ -159,8 +195,8 @@ def _listen_addresses(port: int) -> set[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`imgen serve` with the shipped text-to-image model, its autoencoder and a 1-step class-conditional digits
-    model, as a user starts it: (url, process, class model name)."""
+    """`imgen serve` with the shipped text-to-image model, its autoencoder, a 1-step class-conditional digits
+    model and a 2-step upsampler, as a user starts it: (url, process, class model name)."""
     pytest.importorskip("gradio")
     from conftest import tiny_config
 
@@ -168,12 +204,14 @@ def server(tmp_path_factory):
 
     digits = tmp_path_factory.mktemp("serve") / "digits"
     train(tiny_config(steps=1), digits, progress=False)
+    sr = digits.parent / "sr"
+    train(tiny_sr_config(), sr, progress=False)
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio"))}
     log = tmp_path_factory.mktemp("serve-log") / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "imgen", "serve", "--model", T2I, "--model", "shapes-ae",
-                                 "--model", str(digits), "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                 "--model", str(digits), "--model", str(sr), "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
                                 env=env)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60
@@ -296,6 +334,8 @@ def test_image_to_image_tabs_round_trip_through_the_server(server, tmp_path):
     out = client.predict(T2I, editor, "a red star in the center", "replacement", 0, 1, api_name="/inpaint")
     got = np.asarray(Image.open(out[0]["image"]).convert("RGB"))
     assert (got[:8] == (15, 20, 75)).all() and not (got[8:24, 8:24] == (15, 20, 75)).all()  # kept / redrawn
+    out = client.predict("sr", handle_file(str(image)), 2, 0, api_name="/upscale")
+    assert Image.open(out[0]["image"]).size == (32, 32) and _settings(out[0]["image"])["application"] == "upscale"
 
 
 @pytest.mark.slow  # with the server's start, over the fast tier's share

@@ -42,9 +42,11 @@ def _gradio():
 
 def model_kinds(model) -> set[str]:
     """The tabs a loaded imgen Model belongs to: "text", "sample" (class-conditional or unconditional images),
-    "latent" (an autoencoder or VAE with encode/decode)."""
+    "latent" (an autoencoder or VAE with encode/decode), "upscale" (a super-resolution model: SR3 or SRGAN)."""
     if model.is_text:
         return {"text"}
+    if model.is_upsampler:
+        return {"upscale"}
     kinds = set()
     images = len(model.shape) == 3
     if images and not model.is_tokenizer and hasattr(model.net, "encode") and hasattr(model.net, "decode"):
@@ -78,7 +80,8 @@ class App:
         if useless:
             method = models[useless[0]].config.method.name
             raise ImgenError(f"the web UI has no tab for model {useless[0]!r} (method {method}); "
-                             "serve a text-to-image, class-conditional, unconditional image or autoencoder model")
+                             "serve a text-to-image, class-conditional, unconditional image, autoencoder or "
+                             "super-resolution model")
         self.lock = threading.Lock()  # torch models are not re-entrant: one sampling at a time per process
 
     def names(self, kind: str) -> list[str]:
@@ -191,6 +194,22 @@ class App:
             out = edit(model, x, source, target, null_text=bool(null_text))
         return _pngs(out, {"model": model_name, "application": "edit", "from": source, "to": target,
                            "null_text": bool(null_text), "seed": None})
+
+    def upscale(self, model_name, file, steps, seed, progress=None):
+        """The upload, resized to the model's low resolution, upscaled (SR3: `steps` sampler steps from `seed`;
+        SRGAN: one generator pass, steps and seed unused)."""
+        from imgen.apps.upscale import low_res_shape, upscale
+
+        model = self._model(model_name, "upscale")
+        c, size, _ = low_res_shape(model)
+        low = read_upload(file, self.limits, c, size, "low-res image")
+        one_pass = not hasattr(model.method, "low_res_condition")  # a GAN upsampler
+        opts = {} if one_pass else {"steps": check_count(steps, "steps", self.limits.max_steps),
+                                    "seed": check_seed(seed)}
+        with self.lock:
+            out = upscale(model, low, **opts)
+        return _pngs(out, {"model": model_name, "application": "upscale", "low_res": size,
+                           "size": int(out.shape[-1]), "steps": opts.get("steps"), "seed": opts.get("seed")})
 
     def interpolate(self, model_name, file_a, file_b, frames, mode, progress=None):
         from imgen.apps.latent import MODES, interpolate
@@ -330,6 +349,24 @@ def build(app: App):
                                          object_fit="contain", buttons=GALLERY_BUTTONS, elem_classes="imgen-gallery")
                 go.click(_in_page(app.sample), [model, label, cfg, steps, sampler, seed, n], gallery,
                          api_name="sample")
+        if app.names("upscale"):
+            names = app.names("upscale")
+            first = app.models[names[0]]
+            with gr.Tab("Upscale"):
+                with gr.Row():
+                    with gr.Column():
+                        model = gr.Dropdown(names, value=names[0], label="upsampler", visible=len(names) > 1)
+                        size = first.net.low_res_size
+                        file = gr.File(label=f"image (resized to {size}x{size} first)",
+                                       file_types=[".png", ".jpg", ".jpeg", ".webp", ".bmp"], type="filepath")
+                        with gr.Row():
+                            steps = gr.Slider(1, lim.max_steps, value=first.config.sample.steps, step=1,
+                                              label="steps (diffusion upsamplers)")
+                            seed = gr.Number(0, precision=0, minimum=0, label="seed")
+                        go = gr.Button("Upscale", variant="primary")
+                    gallery = gr.Gallery(label="upscaled (PNG with settings)", format="png", columns=2,
+                                         object_fit="contain", buttons=GALLERY_BUTTONS, elem_classes="imgen-gallery")
+                go.click(_in_page(app.upscale), [model, file, steps, seed], gallery, api_name="upscale")
         if app.names("latent"):
             names = app.names("latent")
             with gr.Tab("Latent interpolation"):
