@@ -22,9 +22,18 @@ J["translation"] (shapes-pix2pix, shapes-cyclegan; measured on scenes of another
   cyclegan_target_accuracy      fraction of A -> B translations (black -> gray background) shapes-eval reads as B
   cyclegan_kept_shape           fraction whose shape shapes-eval reads as it reads the source's (kept_color alike)
   cyclegan_back_target_accuracy the same for B -> A
+  srgan_psnr, bicubic_psnr      shapes-srgan (x4, 8 -> 32 px) and bicubic interpolation on n held-out one-object
+                                scenes (imgen.metrics.adherence's held-out stream) area-averaged to 8 px: PSNR (dB)
+                                against the 32 px truth
+  srgan_eval_accuracy,          shapes-eval reading the truth's shape AND colour on the upscaled images
+  bicubic_eval_accuracy         (truth_eval_accuracy: on the truth itself). SRGAN's content loss is on shapes-eval's
+                                own conv maps, so this reader is the one its generator was taught to please
+  srgan_cells_accuracy,         the same read by shapes-cells, an evaluator the loss never saw (in the object's cell)
+  bicubic_cells_accuracy
     OMP_NUM_THREADS=1 python benchmarks/gans.py --only translation   # just J["translation"], other keys kept
+    OMP_NUM_THREADS=1 python benchmarks/gans.py --only srgan         # just J["translation"]'s srgan keys
 
-Not here yet (a part of issue 12 not built): J["truncation"] (shapes-stylegan) and SRGAN's J["translation"] keys.
+Not here yet (a part of issue 12 not built): J["truncation"] (shapes-stylegan).
 """
 from __future__ import annotations
 
@@ -41,9 +50,12 @@ from sklearn.svm import SVC
 
 import imgen
 from imgen.data import load_dataset
-from imgen.data.shapes import BACKGROUNDS
+from imgen.data.shapes import BACKGROUNDS, render_scenes
 from imgen.digits_check import _to_digits_space, digits_quality
 from imgen.apps.translate import translate
+from imgen.apps.upscale import bicubic, upscale
+from imgen.images import adapt_images
+from imgen.metrics.adherence import READ, adherence_scenes, score_images
 from imgen.metrics.diversity import diversity_ratio, mode_collapse_warning
 from imgen.metrics.evaluators import load_evaluator
 from imgen.metrics.psnr_ssim import psnr
@@ -111,7 +123,38 @@ def translation(out: Path, steps: int | None, n: int, seed: int) -> dict:
         row[f"cyclegan_{key}kept_shape"] = round(float((out_read["shape"] == src["shape"]).float().mean()), 4)
         row[f"cyclegan_{key}kept_color"] = round(float((out_read["color"] == src["color"]).float().mean()), 4)
     row["cyclegan_train_seconds"] = seconds
-    return row
+    return {**row, **srgan(out, steps, n)}
+
+
+def srgan(out: Path, steps: int | None, n: int) -> dict:
+    """J["translation"]'s SRGAN keys: shapes-srgan trained (or reused) in out/ and bicubic, on n held-out scenes."""
+    seconds = train_preset("shapes-srgan", out / "shapes-srgan", steps)
+    model = imgen.load(out / "shapes-srgan")
+    a = adherence_scenes(n)  # the held-out stream (another seed than training's)
+    truth = render_scenes(a, 32, offsets=a["offset"])
+    low = adapt_images(truth, 3, model.net.low_res_size)  # area average, as the training pairs
+    row = {}
+    for name, x in (("srgan", upscale(model, low)), ("bicubic", bicubic(low, 32))):
+        row[f"{name}_psnr"] = round(float(psnr(x, truth).mean()), 2)
+        row[f"{name}_eval_accuracy"] = round(score_images(x, {k: a[k] for k in READ})["shape_color"], 4)
+        row[f"{name}_cells_accuracy"] = cells_read(x, a)
+    row["truth_eval_accuracy"] = round(score_images(truth, {k: a[k] for k in READ})["shape_color"], 4)
+    return {**row, "srgan_train_seconds": seconds}
+
+
+def cells_read(x: torch.Tensor, a: dict) -> float:
+    """shapes-cells (an evaluator SRGAN's loss never saw) reading shape AND colour right in each scene's object cell."""
+    p, cell = load_evaluator("shapes-cells").predict(x), torch.as_tensor(a["pos"])[:, None]
+    ok = (p["cell_shape"].gather(1, cell)[:, 0] == torch.as_tensor(a["shape"])) & \
+        (p["cell_color"].gather(1, cell)[:, 0] == torch.as_tensor(a["color"]))
+    return round(float(ok.float().mean()), 4)
+
+
+def _translation_keys(args, result: dict, out: Path, steps: int | None, n: int) -> dict:
+    """--only translation: all of J["translation"]; --only srgan: its srgan keys, the others kept from `result`."""
+    if args.only == "srgan":
+        return {**result.get("translation", {}), **srgan(out, steps, n)}
+    return translation(out, steps, n, args.seed)
 
 
 def _background(b: dict) -> torch.Tensor:
@@ -127,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} training steps per model, n={QUICK_N}")
     p.add_argument("--json", default=None, help=f"where to write the result (default without --quick: {RESULTS})")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", choices=["translation"], help="measure only this part; the JSON's other keys are kept")
+    p.add_argument("--only", choices=["translation", "srgan"], help="measure only this part; the JSON's other keys are kept")
     return p
 
 
@@ -136,9 +179,9 @@ def main(argv=None) -> dict:
     steps, n, out = (QUICK_STEPS, QUICK_N, Path(args.out) / "quick") if args.quick else (None, args.n, Path(args.out))
     tic = time.perf_counter()
     path = Path(args.json) if args.json else (None if args.quick else RESULTS)
-    if args.only == "translation":
+    if args.only in ("translation", "srgan"):
         result = json.loads(path.read_text()) if path is not None and path.is_file() else {"benchmark": "gans"}
-        result["translation"] = {**translation(out, steps, n, args.seed), "quick": args.quick, "n": n,
+        result["translation"] = {**_translation_keys(args, result, out, steps, n), "quick": args.quick, "n": n,
                                  "seconds": round(time.perf_counter() - tic, 1)}
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
