@@ -404,6 +404,17 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from imgen.model_report import write_model_report
+
+    if args.n < 1:
+        raise ImgenError(f"--n must be >= 1, got {args.n}")
+    output_dir(args.out)
+    path = write_model_report(resolve_model(args.model), args.out, n=min(args.n, 16), seed=args.seed)
+    print(f"report: {path}")
+    return 0
+
+
 def cmd_latent(args) -> int:
     """imgen latent grid|interpolate: pictures of an autoencoder's / VAE's latent space (imgen.apps.latent)."""
     from imgen.apps.latent import MODES, interpolate, latent_grid
@@ -616,6 +627,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("report", help="an HTML page of a trained model's pictures, chosen by its family (samples, "
+                                      "reconstructions, interpolations, truncation, translations, upscales ...)")
+    s.add_argument("model", help="a trained model directory (config.json + safetensors) or a shipped model's name")
+    s.add_argument("--out", default="imgen-report", help="folder for report.html and its PNGs")
+    s.add_argument("--n", type=int, default=8, help="images per row (at most 16)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("latent", help="latent-space pictures of an autoencoder or VAE: grid, interpolate")
     s.add_argument("action", choices=["grid", "interpolate"],
