@@ -151,3 +151,14 @@ def test_perceptual_distance_on_evaluator_features_grows_with_noise(digits_halve
     assert float(perceptual_distance(x, x, digits_features).max()) < 1e-12
     d = [float(perceptual_distance(x, noisy(x, s), digits_features).mean()) for s in (0.1, 0.3, 0.6)]
     assert 0 < d[0] < d[1] < d[2], d
+
+
+def test_loading_an_evaluator_leaves_the_global_rng_as_it_was():
+    """Methods load a frozen evaluator mid-training (VQGAN's perceptual loss, SRGAN's content loss): drawing the
+    discarded init weights from the global RNG would make a resumed run differ from an uninterrupted one."""
+    from imgen.metrics.evaluators import load_evaluator
+
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    load_evaluator("shapes-eval")
+    assert torch.equal(torch.get_rng_state(), before)

@@ -82,8 +82,7 @@ class SRGANMethod:
         from imgen.metrics.evaluators import load_evaluator  # as imgen.methods.vqgan's perceptual term
 
         if self._evaluator is None:
-            with torch.random.fork_rng(devices=[]):  # building it draws init weights: keep the checkpointed RNG exact
-                self._evaluator = load_evaluator(self.content_net)
+            self._evaluator = load_evaluator(self.content_net)  # leaves the global RNG as it was
             n = len(self._evaluator.cfg.widths)
             if any(not -n <= i < n for i in self.content_layers or ()):
                 raise ImgenError(f"srgan content_layers={self.content_layers} must index {self.content_net}'s {n} "

@@ -68,8 +68,7 @@ class VQGANMethod(VQVAEMethod):
         from imgen.metrics.perceptual import perceptual_loss
 
         if self._evaluator is None:
-            with torch.random.fork_rng(devices=[]):  # building it draws init weights: keep the checkpointed RNG exact
-                self._evaluator = load_evaluator(self.perceptual_net)
+            self._evaluator = load_evaluator(self.perceptual_net)
         cfg = self._evaluator.cfg
         a, b = (adapt_images(v, cfg.in_channels, cfg.image_size) for v in (x_hat, x))
         return perceptual_loss(a, b, self._evaluator.net).mean()

@@ -82,7 +82,8 @@ def load_evaluator(name: str, root: str | Path | None = None) -> Evaluator:
         raise ImgenError(f"evaluator {name!r}: {weights} or {config} is missing; reinstall imgen or rebuild it with "
                          "`python scripts/train_evaluators.py`")
     meta = json.loads(config.read_text())
-    net = EvaluatorClassifier(ClassifierConfig.from_dict(meta.pop("net")))
+    with torch.random.fork_rng(devices=[]):  # the init weights drawn here are overwritten: leave the caller's RNG be
+        net = EvaluatorClassifier(ClassifierConfig.from_dict(meta.pop("net")))
     net.load_state_dict(load_file(str(weights)))
     fingerprint = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
     return Evaluator(meta.get("name", folder.name), net, meta, fingerprint)
