@@ -5,6 +5,7 @@ Each function returns a matplotlib Figure, ready for `imgen.report.Report.figure
     forward_noising_strip                      x_t = alpha(t) x0 + sigma(t) eps for a few images at a few t
     score_field                                arrows of grad_x log p_t(x) on a grid, from any denoiser (2D)
     data_vs_samples                            scatter of real points beside (or over) model samples (2D)
+    truncation_strip, style_mixing_grid        a StyleGAN's truncation trick and style mixing (Karras et al. 2019)
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from imgen.errors import ImgenError, check_int  # noqa: E402
-from imgen.images import to_uint8  # noqa: E402
+from imgen.images import make_grid, to_uint8  # noqa: E402
 
 
 def _points(x, what: str) -> np.ndarray:
@@ -135,3 +136,66 @@ def data_vs_samples(data, samples, overlay: bool = False, lim: float | None = No
         ax.set_title(title)
         ax.legend(loc="upper right", fontsize=8, markerscale=3)
     return fig
+
+
+def _stylegan(model):
+    g = getattr(model.net, "generator", None)
+    if not hasattr(g, "mapping"):
+        raise ImgenError("truncation and style-mixing pictures need a StyleGAN (net stylegan); "
+                         f"this model is a {model.config.net.name}")
+    return g
+
+
+def _tile_figure(tiles: torch.Tensor, ncol: int, title: str, col_labels=(), row_labels=()):
+    """tiles (N, C, H, W) in [-1, 1], row-major, ncol per row -> a Figure with column and row labels."""
+    h, w = tiles.shape[-2:]
+    img = to_uint8(make_grid(tiles, ncol)[None])[0]
+    nrow = -(-tiles.shape[0] // ncol)
+    fig, ax = plt.subplots(figsize=(1.1 * ncol + 0.8, 1.1 * nrow + 0.6))
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", interpolation="nearest")
+    ax.set_xticks([1 + (w + 1) * (i + 0.5) for i in range(len(col_labels))], col_labels, fontsize=8)
+    ax.set_yticks([1 + (h + 1) * (i + 0.5) for i in range(len(row_labels))], row_labels, fontsize=8)
+    ax.tick_params(length=0, labeltop=True, labelbottom=False)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def truncation_strip(model, psis=(1.0, 0.7, 0.5, 0.3, 0.0), n: int = 6, seed: int = 0):
+    """One row per z, one column per psi: the same z (and noise inputs) with w pulled toward w_avg,
+    w' = w_avg + psi (w - w_avg) (StyleGAN sec. 5.1, fig. 8); psi 0 is w_avg itself in every row (the rows then
+    differ by their noise inputs only)."""
+    _stylegan(model)
+    check_int(n, "truncation_strip n")
+    cols = [model.sample(n, truncation=float(psi), seed=seed) for psi in psis]  # one seed: the same z in each
+    tiles = torch.stack(cols, 1).flatten(0, 1)  # (n * len(psis), C, H, W), row-major
+    return _tile_figure(tiles, len(psis), "truncation: the same z at each psi", [f"psi {p:g}" for p in psis])
+
+
+@torch.no_grad()
+def style_mixing_grid(model, n: int = 5, coarse_layers: int = 3, truncation: float = 1.0, seed: int = 0):
+    """StyleGAN fig. 3: the top row is source B, the left column source A; cell (i, j) takes its first
+    `coarse_layers` ws (default 3: the 4x4 and 8x8 layers) from B_j and the rest (fine styles) from A_i.
+    Every cell is drawn with the same noise inputs, so only the styles differ."""
+    g = _stylegan(model)
+    check_int(n, "style_mixing_grid n")
+    if not 1 <= coarse_layers < g.num_ws:
+        raise ImgenError(f"coarse_layers must be in [1, {g.num_ws - 1}] for this generator ({g.num_ws} ws), "
+                         f"got {coarse_layers!r}")
+    z = torch.randn((2 * n, g.latent_dim), generator=torch.Generator().manual_seed(seed))
+    labels = torch.arange(2 * n) % g.num_classes if g.num_classes else None
+    ws = g.ws(z, labels, truncation)  # (2n, num_ws, w_dim); eval mode: no training-time mixing
+    a, b = ws[:n], ws[n:]
+
+    def draw(w):  # one image, always the same noise
+        return g.synthesis(w[None], torch.Generator().manual_seed(seed))[0]
+
+    top = [draw(b[j]) for j in range(n)]
+    tiles = [torch.full_like(top[0], -1.0)] + top  # a blank (black) corner
+    for i in range(n):
+        tiles.append(draw(a[i]))
+        tiles += [draw(torch.cat([b[j, :coarse_layers], a[i, coarse_layers:]])) for j in range(n)]
+    return _tile_figure(torch.stack(tiles), n + 1, f"style mixing: coarse styles (first {coarse_layers} ws) from B, "
+                        "the rest from A", ["A \\ B"] + [f"B{j}" for j in range(n)],
+                        [""] + [f"A{i}" for i in range(n)])

@@ -1,7 +1,9 @@
 """StyleGAN-lite (imgen.nn.stylegan): a modulated conv is a plain conv with each sample's modulated weights and
 demodulation gives every output channel unit norm, truncation psi pulls w to w_avg (psi 0: w_avg itself), style
-mixing switches to a second w after one layer in training only, noise inputs follow the sampling seed, and
-`imgen sample --truncation` works for a StyleGAN and is refused, with one clear error, for other models."""
+mixing switches to a second w after one layer in training only, noise inputs follow the sampling seed,
+`imgen sample --truncation` works for a StyleGAN and is refused, with one clear error, for other models, the
+shapes-stylegan preset trains and resumes to the weights of an uninterrupted run, and the truncation strip and
+style-mixing grid draw what they say."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -85,3 +87,47 @@ def test_imgen_sample_truncation_for_a_stylegan_and_a_clear_error_elsewhere(tmp_
     assert main(["sample", str(tmp_path / "d"), "--truncation", "0.5", "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("imgen: error:") == 1 and "StyleGAN" in err
+
+
+def test_shapes_stylegan_preset_trains_and_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    from imgen.train import train_preset
+
+    small = ("data.batch_size=4",)  # the preset's nets and losses; a small batch keeps it to seconds
+    train_preset("shapes-stylegan", tmp_path / "r", steps=2, overrides=small)
+    train_preset("shapes-stylegan", tmp_path / "r", steps=4, overrides=small)  # resumes at step 2
+    train_preset("shapes-stylegan", tmp_path / "s", steps=4, overrides=small)
+    for name in ("model.safetensors", "ema.safetensors"):
+        assert (tmp_path / "r" / name).read_bytes() == (tmp_path / "s" / name).read_bytes(), name
+    m = imgen.load(tmp_path / "r")
+    assert m.config.net.name == "stylegan" and m.num_classes is None
+    x = m.sample(3, truncation=0.5, seed=0)
+    assert x.shape == (3, 3, 16, 16) and x.abs().max() <= 1
+
+
+def test_truncation_strip_and_style_mixing_grid_take_the_styles_they_say(tmp_path, monkeypatch):
+    from imgen.plots import style_mixing_grid, truncation_strip
+
+    cfg = Config(description="tiny StyleGAN", data=DataConfig("digits", {"split": "all"}, batch_size=8),
+                 net=NetConfig("stylegan", {"num_classes": None, "latent_dim": 8, "g_channels": 8, "d_channels": 8}),
+                 method=MethodConfig("gan", {"loss": "nonsaturating", "r1_weight": 1.0}),
+                 train=TrainConfig(steps=2, warmup=0, grad_clip=0.0, ckpt_every=2))
+    train(cfg, tmp_path / "s", progress=False)
+    m = imgen.load(tmp_path / "s")
+    g = m.net.generator
+    drawn = []
+    synthesis = g.synthesis
+    monkeypatch.setattr(g, "synthesis", lambda ws, generator=None: drawn.append(ws) or synthesis(ws, generator))
+    style_mixing_grid(m, n=2, coarse_layers=1, seed=0)
+    a, b = drawn[2][0], drawn[0][0]  # the first A source (left column) and the first B source (top row)
+    mixed = drawn[3][0]  # cell (A0, B0): B0's first w, A0's others (StyleGAN fig. 3)
+    assert torch.equal(mixed[:1], b[:1]) and torch.equal(mixed[1:], a[1:]) and not torch.equal(a[0], b[0])
+    monkeypatch.undo()
+    assert len(truncation_strip(m, psis=(1.0, 0.0), n=2).axes) == 1
+    with pytest.raises(ImgenError, match="coarse_layers"):
+        style_mixing_grid(m, coarse_layers=g.num_ws)
+    dcgan = Config(description="tiny DCGAN", data=DataConfig("digits", {"split": "all"}, batch_size=8),
+                   net=NetConfig("gan", {"num_classes": None, "latent_dim": 8, "g_channels": 8, "d_channels": 8}),
+                   method=MethodConfig("gan", {}), train=TrainConfig(steps=1, warmup=0, ckpt_every=1))
+    train(dcgan, tmp_path / "d", progress=False)
+    with pytest.raises(ImgenError, match="StyleGAN"):
+        truncation_strip(imgen.load(tmp_path / "d"))
