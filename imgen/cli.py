@@ -1,5 +1,5 @@
-"""`imgen` command line: presets, train, finetune, data, sample, generate, inpaint, outpaint, img2img, upscale, edit,
-serve, eval, demo.
+"""`imgen` command line: presets, train, finetune, distill, data, sample, generate, inpaint, outpaint, img2img,
+upscale, edit, serve, eval, demo.
 
 Bad input ends with one line `imgen: error: ...` naming the problem and the fix (exit code 2).
 """
@@ -198,6 +198,24 @@ def cmd_finetune(args) -> int:
         what = f"the embedding of {args.word!r}"
     print(f"trained {what} to step {result['step']} (last loss {result['loss']:.4f}); wrote {args.out} "
           f"({result['adapter_bytes'] / 1024:.1f} KiB); the run is in {result['run']} (rerun to resume)")
+    return 0
+
+
+def cmd_distill(args) -> int:
+    output_dir(args.out)
+    common = {"lr": args.lr or 5e-4, "batch_size": args.batch_size, "progress": not args.quiet}
+    if args.kind == "progressive":
+        from imgen.recipes.distill import distill
+
+        out = distill(args.teacher, args.out, start_steps=args.start_steps, end_steps=args.student_steps or 4,
+                      train_steps=args.steps, **common)
+    else:
+        from imgen.recipes.consistency import distill_consistency
+
+        out = distill_consistency(args.teacher, args.out, args.kind, train_steps=args.steps, guidance=args.guidance,
+                                  sample_steps=args.student_steps, skip=args.skip, seed=args.seed, **common)
+    print(f"distilled {args.kind} student in {out}; sample it with `imgen sample {out} --out grid.png` "
+          f"(--steps N for another step count)")
     return 0
 
 
@@ -500,11 +518,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_finetune)
 
+    s = sub.add_parser("distill", help="a few-step student of a diffusion/flow teacher: consistency distillation, "
+                                       "LCM (guidance folded in) or progressive distillation")
+    s.add_argument("teacher", help="the teacher's model directory (a diffusion or flow model)")
+    s.add_argument("--out", required=True, help="the student's model directory (rerun to resume)")
+    s.add_argument("--kind", choices=["consistency", "lcm", "progressive"], default="consistency",
+                   help="consistency: Song et al. 2023 (1-2 steps); lcm: Luo et al. 2023, classifier-free guidance "
+                        "folded in (4 steps); progressive: Salimans & Ho 2022 (halving rounds)")
+    s.add_argument("--steps", type=int, default=400, help="training steps (progressive: per round)")
+    s.add_argument("--student-steps", type=int, help="the student's sampling steps (default: consistency 1, lcm 4, "
+                                                     "progressive 4)")
+    s.add_argument("--guidance", type=float, help="lcm: the cfg scale folded into the student (default 1.2)")
+    s.add_argument("--skip", type=int, default=1, help="consistency/lcm: LCM's skipping step k on the teacher grid")
+    s.add_argument("--start-steps", type=int, default=32, help="progressive: the teacher's steps (a power-of-two "
+                                                               "multiple of --student-steps)")
+    s.add_argument("--lr", type=float, help="learning rate (default 5e-4)")
+    s.add_argument("--batch-size", type=int, help="default: the teacher's")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_distill)
+
     s = sub.add_parser("sample", help="sample a trained model to a PNG grid or a folder of PNGs")
     s.add_argument("model_dir")
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--out", required=True, help="a .png path for a grid, or a folder for one PNG per sample")
-    s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint or langevin (default: the model's)")
+    s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint, langevin or consistency "
+                                        "(default: the model's)")
     s.add_argument("--grid", help="time grid: uniform, karras or logsnr (default: the model's)")
     s.add_argument("--steps", type=int, help="sampling steps (network evaluations)")
     s.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = none)")

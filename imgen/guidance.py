@@ -37,7 +37,8 @@ class ClassifierFree(Denoiser):
         self.inner, self.scale, self.uncond, self.schedule = denoiser, float(scale), uncond, denoiser.schedule
 
     def __call__(self, x, t, cond=None):
-        both = self.inner(torch.cat([x, x]), t, _stack(cond, self.uncond))
+        t2 = torch.cat([t, t]) if torch.is_tensor(t) and t.ndim else t  # per-sample times (B,) follow the batch
+        both = self.inner(torch.cat([x, x]), t2, _stack(cond, self.uncond))
         x0_c, x0_u = both.chunk(2)
         return x0_u + self.scale * (x0_c - x0_u)
 

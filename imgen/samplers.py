@@ -245,6 +245,22 @@ def sample_langevin(denoiser, x, ts, cond=None, *, n_steps=100, eps=None, final_
 
 
 @torch.no_grad()
+def sample_consistency(denoiser, x, ts, cond=None, *, generator=None, callback=None, progress=False):
+    """Multistep consistency sampling (Song et al. 2023, Algorithm 1; Luo et al. 2023, Algorithm 3) for a
+    consistency model's f (imgen.methods.consistency): x0_hat = f(x, t_i), then re-noise it to the next time,
+    x <- alpha(t_{i+1}) x0_hat + sigma(t_{i+1}) z (Algorithm 1, line 5, with the boundary eps at t = 0); the step to
+    t = 0 returns x0_hat. One evaluation per step: steps = NFE (1 step: f(noise, t_max))."""
+    ts, sched = _check_grid(ts), denoiser.schedule
+    for i in _steps(ts, progress, "consistency"):
+        s = ts[i + 1]
+        a_s, s_s = _coeffs(sched, s)
+        x0_hat = denoiser(x, ts[i], cond)
+        x = a_s * x0_hat + s_s * _noise(x, generator) if s_s > 0 else x0_hat
+        x = _step_done(callback, i, s, x, x0_hat)
+    return x
+
+
+@torch.no_grad()
 def ddim_invert(denoiser, x0, ts, cond=None, *, fixed_point_iters=4, callback=None, progress=False):
     """DDIM inversion (Song et al. 2021, sec. 4.3; Dhariwal & Nichol 2021, eq. 13): run the eta=0 update of
     eq. 12 forward in time along `ts` (given either way round; run from 0 up), mapping an image to the noise
@@ -276,8 +292,9 @@ def ddim_invert(denoiser, x0, ts, cond=None, *, fixed_point_iters=4, callback=No
 
 
 SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "euler": sample_euler, "heun": sample_heun, "edm": sample_edm,
-            "dpmpp_2m": sample_dpmpp_2m, "langevin": sample_langevin, "midpoint": sample_midpoint}
-STOCHASTIC = {"ddpm", "edm", "langevin"}
+            "dpmpp_2m": sample_dpmpp_2m, "langevin": sample_langevin, "midpoint": sample_midpoint,
+            "consistency": sample_consistency}
+STOCHASTIC = {"ddpm", "edm", "langevin", "consistency"}
 RECOMMENDED_STEPS = {"ddpm": 250, "ddim": 100, "euler": 100, "heun": 25, "edm": 64, "dpmpp_2m": 20,
                      "langevin": 40, "midpoint": 25}  # grid steps at which each reproduces a 2D mixture (tests)
 

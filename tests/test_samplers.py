@@ -114,7 +114,8 @@ def test_cfg_moves_mass_toward_the_requested_class_as_scale_grows():
 
 
 def test_unknown_sampler_lists_valid_ones():
-    with pytest.raises(ImgenError, match="valid samplers: ddim, ddpm, dpmpp_2m, edm, euler, heun, langevin, midpoint"):
+    with pytest.raises(ImgenError, match="valid samplers: consistency, ddim, ddpm, dpmpp_2m, edm, euler, heun, "
+                                         "langevin, midpoint"):
         get_sampler("heunn")
 
 

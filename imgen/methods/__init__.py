@@ -4,6 +4,7 @@ from imgen.methods.autoencoder import kl_autoencoder
 from imgen.methods.classifier import attribute_classifier
 from imgen.methods.clip import clip_method
 from imgen.methods.cold import cold
+from imgen.methods.consistency import consistency_distillation
 from imgen.methods.denoising import DENOISING_METHODS
 from imgen.methods.distill import progressive_distillation
 from imgen.methods.gan import gan
@@ -20,7 +21,8 @@ from imgen.methods.vqgan import vqgan
 from imgen.methods.vqvae import vqvae
 
 METHODS = dict(DENOISING_METHODS)  # ddpm, flow_matching, ncsn, edm, reflow
-METHODS.update(progressive_distillation=progressive_distillation)  # few-step family
+METHODS.update(progressive_distillation=progressive_distillation,  # few-step family
+               consistency_distillation=consistency_distillation)
 METHODS.update(cold=cold)  # off the Gaussian path: samples with its own Algorithms 1-2
 METHODS.update(kl_autoencoder=kl_autoencoder, latent=latent)  # latent models (LDM)
 METHODS["super_resolution"] = super_resolution  # SR3 / Imagen cascade upsampler (net unet with low_res_channels)

@@ -3,9 +3,10 @@ learns to land where its teacher lands in 2N, by regressing onto the x0 that mak
 t - 1/N reproduce two teacher DDIM steps (t -> t - 1/2N -> t - 1/N). Each round halves N and the student of
 one round is the teacher of the next; the student starts from the teacher's weights.
 
-Chosen over consistency distillation for this CPU scale: its target is exact (two teacher steps, no EMA
-target net or metric to tune), it needs only a few hundred steps per round, and the student is an ordinary
-model of the teacher's parameterization, so every sampler still runs it.
+Its target is exact (two teacher steps, no EMA target net or metric to tune), it needs only a few hundred steps
+per round, and the student is an ordinary model of the teacher's parameterization, so every sampler still runs it.
+Consistency distillation and LCM (one- to four-step students with an EMA target net) are
+imgen.methods.consistency; `imgen distill TEACHER --kind progressive|consistency|lcm` runs either.
 """
 from __future__ import annotations
 
