@@ -33,7 +33,17 @@ J["translation"] (shapes-pix2pix, shapes-cyclegan; measured on scenes of another
     OMP_NUM_THREADS=1 python benchmarks/gans.py --only translation   # just J["translation"], other keys kept
     OMP_NUM_THREADS=1 python benchmarks/gans.py --only srgan         # just J["translation"]'s srgan keys
 
-Not here yet (a part of issue 12 not built): J["truncation"] (shapes-stylegan).
+J["truncation"] (shapes-stylegan, StyleGAN's truncation trick, Karras et al. 2019 sec. 5.1): a list of
+{psi, precision, recall, fid} at psi 1.0, 0.7, 0.5, 0.3: n samples of the same z at each psi against n real scenes of
+another seed, precision/recall[shapes-eval] (Kynkaanniemi et al. 2019, k = 3) and fid[shapes-eval]; J["truncation_run"]
+holds the training facts and whether precision rises and recall falls monotonically (issue 12's target). Writes
+gans_truncation.png (the same z at psi 1 ... 0) and gans_style_mixing.png (StyleGAN fig. 3) beside the JSON.
+--quick reuses OUT/shapes-stylegan when a full run trained it (a 100-step GAN says nothing about truncation).
+    OMP_NUM_THREADS=1 python benchmarks/gans.py --only truncation    # just these two keys, other keys kept
+Measured (1500 steps, n = 1000; 18 min wall with training, 267 s of its CPU, on 2 cores shared with ~10 processes):
+precision 0.49, 0.42, 0.30, 0.34 at psi 1, 0.7, 0.5, 0.3 and recall 0.001 then 0: the target does not hold. At
+this budget w_avg draws a bare navy background (gans_truncation.png), so truncating drops the object and precision
+falls; recall is ~0 at every psi, so its "fall" says nothing.
 """
 from __future__ import annotations
 
@@ -57,16 +67,20 @@ from imgen.apps.upscale import bicubic, upscale
 from imgen.images import adapt_images
 from imgen.metrics.adherence import READ, adherence_scenes, score_images
 from imgen.metrics.diversity import diversity_ratio, mode_collapse_warning
+from imgen.metrics.evaluate import evaluate, tensor_source
 from imgen.metrics.evaluators import load_evaluator
 from imgen.metrics.psnr_ssim import psnr
 from imgen.metrics.features import get_extractor
 from imgen.metrics.fid import fid
+from imgen.plots import style_mixing_grid, truncation_strip
+from imgen.presets import get_preset
 from imgen.train import train_preset
 
 GANS = ("digits-dcgan", "digits-cgan", "digits-wgan-gp")
 REFERENCE = "digits-flow"
 QUICK_STEPS, QUICK_N = 100, 300
 RESULTS = Path(__file__).resolve().parent / "results" / "gans.json"
+PSIS = (1.0, 0.7, 0.5, 0.3)
 
 
 def judge(model, n: int, seed: int, real: dict, real_feats: torch.Tensor, svc: SVC, extractor) -> dict:
@@ -157,10 +171,50 @@ def _translation_keys(args, result: dict, out: Path, steps: int | None, n: int) 
     return translation(out, steps, n, args.seed)
 
 
+def truncation(out: Path, steps: int | None, n: int, seed: int, pictures: Path | None) -> dict:
+    """J["truncation"] and J["truncation_run"]: shapes-stylegan trained (or reused) in out/, n samples at each psi
+    (one seed: the same z and noise at every psi) against n real scenes of a stream seed it never saw."""
+    name = "shapes-stylegan"
+    seconds = train_preset(name, out / name, steps)
+    model = imgen.load(out / name)
+    options = {k: v for k, v in model.config.data.options.items() if k != "seed"}
+    real = tensor_source(load_dataset("shapes", seed=1000 + seed, **options).get(np.arange(n))["image"], "real")
+    rows = []
+    for psi in PSIS:
+        x = model.sample(n, truncation=psi, seed=seed)
+        m = evaluate(tensor_source(x, f"psi {psi}"), real, metrics=("fid", "pr"), features="shapes-eval",
+                     progress=False)["metrics"]
+        rows.append({"psi": psi, "precision": round(m["precision[shapes-eval]"], 4),
+                     "recall": round(m["recall[shapes-eval]"], 4), "fid": round(m["fid[shapes-eval]"], 3)})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    p, r = [row["precision"] for row in rows], [row["recall"] for row in rows]
+    run = {"preset": name, "train_seconds": seconds,
+           "steps": json.loads((out / name / "train_state.json").read_text())["step"], "n": n,
+           "features": "shapes-eval", "precision_rises": all(a <= b for a, b in zip(p, p[1:])),
+           "recall_falls": all(a >= b for a, b in zip(r, r[1:]))}
+    if pictures is not None:
+        for kind, fig in (("truncation", truncation_strip(model, seed=seed)),
+                          ("style_mixing", style_mixing_grid(model, seed=seed))):
+            target = pictures.with_name(f"{pictures.stem}_{kind}.png")
+            fig.savefig(target, dpi=110)
+            run[f"{kind}_png"] = target.name
+    return {"truncation": rows, "truncation_run": run}
+
+
 def _background(b: dict) -> torch.Tensor:
     """Each scene's bare background (what a label map's B channel states with no model at all)."""
     bgs = torch.tensor(list(BACKGROUNDS.values()), dtype=torch.float32) / 127.5 - 1
     return bgs[b["attrs"]["bg"]][:, :, None, None].expand_as(b["image"]).contiguous()
+
+
+def _truncation(args, out: Path, steps: int | None, n: int, path: Path | None) -> dict:
+    full = Path(args.out) / "shapes-stylegan" / "train_state.json"
+    if args.quick and full.is_file() and json.loads(full.read_text())["step"] >= \
+            get_preset("shapes-stylegan").train.steps:
+        out, steps = Path(args.out), None  # a full run's StyleGAN, reused
+    result = truncation(out, steps, n, args.seed, path)
+    result["truncation_run"]["quick"] = args.quick
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} training steps per model, n={QUICK_N}")
     p.add_argument("--json", default=None, help=f"where to write the result (default without --quick: {RESULTS})")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", choices=["translation", "srgan"], help="measure only this part; the JSON's other keys are kept")
+    p.add_argument("--only", choices=["translation", "srgan", "truncation"],
+                   help="measure only this part; the JSON's other keys are kept")
     return p
 
 
@@ -179,14 +234,22 @@ def main(argv=None) -> dict:
     steps, n, out = (QUICK_STEPS, QUICK_N, Path(args.out) / "quick") if args.quick else (None, args.n, Path(args.out))
     tic = time.perf_counter()
     path = Path(args.json) if args.json else (None if args.quick else RESULTS)
-    if args.only in ("translation", "srgan"):
+    if args.only:
         result = json.loads(path.read_text()) if path is not None and path.is_file() else {"benchmark": "gans"}
-        result["translation"] = {**_translation_keys(args, result, out, steps, n), "quick": args.quick, "n": n,
-                                 "seconds": round(time.perf_counter() - tic, 1)}
+        if args.only in ("translation", "srgan"):
+            result["translation"] = {**_translation_keys(args, result, out, steps, n), "quick": args.quick, "n": n,
+                                     "seconds": round(time.perf_counter() - tic, 1)}
+        else:
+            part = _truncation(args, out, steps, n, path)
+            part["truncation_run"]["seconds"] = round(time.perf_counter() - tic, 1)
+            if path is not None and path.is_file():  # re-read: another --only run may have written meanwhile
+                result = json.loads(path.read_text())
+            result.update(part)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(result, indent=1) + "\n")
-        print(json.dumps(result["translation"], indent=1))
+        part = "translation" if args.only == "srgan" else args.only
+        print(json.dumps({k: result[k] for k in result if k.startswith(part)}, indent=1))
         return result
     ds = load_dataset("digits", split="all")
     real = ds.get(np.arange(len(ds)))
@@ -213,6 +276,7 @@ def main(argv=None) -> dict:
                          "cgan_fid_within_2x_flow": cgan["fid"] <= 2 * flow["fid"],
                          "cgan_fid_over_flow_fid": round(cgan["fid"] / flow["fid"], 3)}
     result["translation"] = translation(out, steps, n, args.seed)
+    result.update(_truncation(args, out, steps, n, path))
     result["seconds"] = round(time.perf_counter() - tic, 1)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
