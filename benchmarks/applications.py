@@ -32,6 +32,12 @@ colour) pairs and templates); each input image is the prompt's scene rendered wi
     OMP_NUM_THREADS=1 python benchmarks/applications.py --only lora   # one section, the file's others kept
     OMP_NUM_THREADS=1 python benchmarks/applications.py --only textual_inversion
     OMP_NUM_THREADS=1 python benchmarks/applications.py --only sr --sr-model runs/shapes-sr
+    OMP_NUM_THREADS=1 python benchmarks/applications.py --only few_step --quick   # teacher + students cached in
+                                                                                  # runs/bench-few-step
+  few_step  consistency (1, 2 NFE) and LCM (4 NFE; 1, 2 too) students of the digits-flow teacher, 400 distillation
+            steps each (imgen.recipes.consistency): rows {name, nfe, fid, fid_ratio_to_teacher, svc_accuracy}, FID of
+            1,000 samples in digits-eval features over the teacher's at its 25 Euler steps in the same run; details
+            (the teacher's own 1/2/4 Euler steps, the teacher at LCM's guidance, train seconds) in few_step_detail.
 """
 from __future__ import annotations
 
@@ -251,6 +257,66 @@ def run_sr(n: int, model_dir: str | None = None) -> dict:
     return J
 
 
+def run_few_step(n: int, cache: str | Path, teacher_dir: str | None = None, distill_steps: int = 400,
+                 seed: int = 0) -> dict:
+    """J["few_step"]: consistency (Song et al. 2023) and LCM (Luo et al. 2023, guidance folded in) students of a
+    class-conditional digits-flow teacher (--teacher DIR, else the preset trained into CACHE/digits-flow and reused),
+    distilled into CACHE/{consistency,lcm} (reused when finished). Each row: FID[digits-eval] of n samples against the
+    real digits over the teacher's at its default NFE (25 Euler steps, cfg 1) in this run, and SVC accuracy; LCM rows
+    also over the teacher's at LCM's guidance (guidance trades FID for accuracy: that is what LCM distils)."""
+    from imgen.digits_check import digits_quality
+    from imgen.metrics.evaluate import evaluate, resolve_source, tensor_source
+    from imgen.recipes.consistency import distill_consistency
+    from imgen.train import train_preset
+
+    cache = Path(cache)
+    teacher = Path(teacher_dir) if teacher_dir else cache / "digits-flow"
+    J: dict = {"n": n, "teacher": str(teacher), "distill_steps": distill_steps}
+    if not teacher_dir:
+        J["teacher_train_seconds"] = train_preset("digits-flow", teacher)
+    students = {}
+    for kind in ("consistency", "lcm"):
+        out, record = cache / kind, cache / f"{kind}_seconds.json"
+        if not record.is_file():
+            t1 = time.perf_counter()
+            distill_consistency(teacher, out, kind, train_steps=distill_steps, seed=seed)
+            record.write_text(json.dumps({"seconds": round(time.perf_counter() - t1, 1)}) + "\n")
+        students[kind] = imgen.load(out)
+        J[f"{kind}_distill_seconds"] = json.loads(record.read_text())["seconds"]
+    J["lcm_guidance"] = students["lcm"].config.method.options["guidance"]
+    real = resolve_source("digits")
+
+    def row(name: str, model, steps: int) -> dict:
+        calls = []
+        hook = model.net.register_forward_hook(lambda *_: calls.append(1))
+        try:
+            x = model.sample(n, labels=torch.arange(n) % 10, steps=steps, seed=seed)
+        finally:
+            hook.remove()
+        fid = evaluate(tensor_source(x, "samples"), real, metrics=("fid",), features="digits-eval",
+                       progress=False)["metrics"]["fid[digits-eval]"]
+        c = model.config.sample
+        acc = digits_quality(model, n=n, sampler=c.sampler, steps=steps, cfg=c.cfg, seed=seed)["svc_accuracy"]
+        r = {"name": name, "nfe": len(calls), "fid": round(fid, 3), "svc_accuracy": acc}
+        print("few_step", r, flush=True)
+        return r
+
+    teacher_model = imgen.load(teacher)
+    ref = row("teacher", teacher_model, teacher_model.config.sample.steps)
+    J["teacher"] = ref
+    J["teacher_few_nfe"] = [row(f"teacher_euler_{k}", teacher_model, k) for k in (1, 2, 4)]  # no distillation
+    rows = [row("consistency", students["consistency"], 1), row("consistency", students["consistency"], 2),
+            row("lcm", students["lcm"], 4), row("lcm", students["lcm"], 1), row("lcm", students["lcm"], 2)]
+    teacher_model.config.sample.cfg = J["lcm_guidance"]  # the distribution LCM distils: the teacher at its guidance
+    J["teacher_guided"] = row(f"teacher_cfg_{J['lcm_guidance']:g}", teacher_model, teacher_model.config.sample.steps)
+    for r in rows + J["teacher_few_nfe"] + [J["teacher_guided"]]:
+        r["fid_ratio_to_teacher"] = round(r["fid"] / ref["fid"], 3)
+        if r["name"] == "lcm":
+            r["fid_ratio_to_guided_teacher"] = round(r["fid"] / J["teacher_guided"]["fid"], 3)
+    J["rows"] = rows
+    return J
+
+
 def _before_paste(model, prompts, inputs, holes, method, jump_length, resample, k: int = 8) -> float:
     """Known-region PSNR of the decoded samples before inpaint's final paste, on the first k tasks."""
     vals = [known_psnr(inpaint(model, inputs[i], holes[i], prompts[i], method=method, jump_length=jump_length,
@@ -268,7 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resample", type=int, default=5)
     p.add_argument("--out", help="JSON path (default benchmarks/results/applications[_quick].json)")
     p.add_argument("--sr-model", help="sr: an upsampler's directory (default: train the shapes-sr preset, ~4 min)")
-    p.add_argument("--only", choices=["inpaint", "lora", "edit", "textual_inversion", "sr"],
+    p.add_argument("--few-step-cache", default="runs/bench-few-step", help="few_step: where the digits-flow teacher "
+                   "and the students are trained and reused")
+    p.add_argument("--teacher", help="few_step: a digits-flow teacher directory (default: train the preset, ~3 min)")
+    p.add_argument("--distill-steps", type=int, help="few_step: training steps per student (default 400)")
+    p.add_argument("--only", choices=["inpaint", "lora", "edit", "textual_inversion", "sr", "few_step"],
                    help="run one section (inpaint: inpaint + sdedit) and keep the JSON file's other sections")
     return p
 
@@ -293,6 +363,11 @@ def main(argv=None) -> None:
     if args.only in (None, "sr"):
         t1 = time.perf_counter()
         J["sr"] = {**run_sr(4 * n, args.sr_model), "seconds": round(time.perf_counter() - t1, 1)}  # 0.15 s/image
+    if args.only in (None, "few_step"):
+        t1 = time.perf_counter()
+        fs = run_few_step(1000, args.few_step_cache, args.teacher, args.distill_steps or 400)
+        J["few_step"] = fs.pop("rows")
+        J["few_step_detail"] = {**fs, "seconds": round(time.perf_counter() - t1, 1)}
     if args.only is None:  # the whole run's time; --only SECTION keeps the file's
         J["seconds"] = round(time.perf_counter() - t0, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
