@@ -10,7 +10,9 @@ grads of that optimizer's parameters, step. A later update sees the parameters a
 (alternating D/G steps). The LR schedule scales every optimizer's own learning rates.
 Two more optional hooks: set_step(step) is called before each step (a schedule inside a loss, e.g. VQGAN's
 delayed discriminator start, reads the checkpointed step rather than counting calls), and log_stats() -> dict
-adds its entries to each log line (e.g. a tokenizer's codebook usage and perplexity over the window).
+adds its entries to each log line (e.g. a tokenizer's codebook usage and perplexity over the window). A method
+that keeps tensors of its own across steps (consistency distillation's EMA target net) exposes them with
+state_tensors() -> {name: tensor} and load_state_tensors(net, tensors): they go into the checkpoint.
 
 Exact resume: every batch is a pure function of (seed, step) and every random draw comes from RNGs whose
 states are checkpointed, so a run killed at any moment and restarted ends byte-identical to one that never
@@ -235,6 +237,8 @@ class Trainer:
         state, meta = load_tensors(self.out / "train_state.safetensors", with_metadata=True)
         self.net.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
         self.ema.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema.")})
+        if hasattr(self.method, "load_state_tensors"):
+            self.method.load_state_tensors(self.net, {k[7:]: v for k, v in state.items() if k.startswith("method.")})
         for name, opt in self.optimizers.items():
             prefix, key = _opt_keys(name)
             _restore_optimizer(opt, state, meta[key], prefix)
@@ -274,6 +278,8 @@ class Trainer:
         state = {**{f"model.{k}": v for k, v in self.net.state_dict().items()},
                  **{f"ema.{k}": v for k, v in self.ema.state_dict().items()},
                  **rng}
+        if hasattr(self.method, "state_tensors"):
+            state.update({f"method.{k}": v for k, v in self.method.state_tensors().items()})
         meta = {"step": self.step}
         for name, opt in self.optimizers.items():
             prefix, key = _opt_keys(name)

@@ -123,6 +123,23 @@ def test_student_directory_samples_through_the_cli_at_1_2_and_4_steps(tmp_path, 
     assert lcm["method"]["options"]["guidance"] == 1.2 and lcm["sample"]["steps"] == 4 and lcm["sample"]["cfg"] == 1
 
 
+def test_a_stopped_and_resumed_distillation_ends_byte_identical(tmp_path, one_thread):
+    from safetensors.torch import load_file
+
+    from imgen.recipes.consistency import distill_consistency
+
+    train(tiny_config(steps=4), tmp_path / "teacher", progress=False)
+    opts = {"batch_size": 16, "target_decay": 0.5}  # a short memory, so a lost target net would show
+    distill_consistency(tmp_path / "teacher", tmp_path / "straight", train_steps=6, **opts)
+    distill_consistency(tmp_path / "teacher", tmp_path / "resumed", train_steps=3, **opts)  # stops at step 3
+    distill_consistency(tmp_path / "teacher", tmp_path / "resumed", train_steps=6, **opts)  # resumes to 6
+    for name in ("model.safetensors", "ema.safetensors"):
+        assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+    a, b = (load_file(tmp_path / d / "train_state.safetensors") for d in ("resumed", "straight"))
+    assert any(k.startswith("method.") for k in a)  # the EMA target net theta- is in the checkpoint
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_bad_distill_input_is_one_line_error(tmp_path, capsys, toy_teacher):
     code, _, err = run_cli(capsys, "distill", tmp_path / "nothing", "--out", tmp_path / "s")
     assert_one_line_error(code, err, "is not a model directory")

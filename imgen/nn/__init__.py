@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from imgen.checkpoint import load_tensors, read_json
 from imgen.config import Config, load_config
 from imgen.errors import ImgenError
@@ -71,7 +73,8 @@ def load_net(path: str | Path, weights: str = "ema"):
         raise ImgenError(f"{str(path)!r} holds a {kind!r} model, not one imgen.load reads"
                          + (f"; load it with {loader}(path)" if loader else ""))
     config = load_config(path / "config.json")
-    net = build_net_from_config(config)
+    with torch.random.fork_rng(devices=[]):  # its init weights are overwritten: leave the caller's RNG (a resume) be
+        net = build_net_from_config(config)
     try:
         net.load_state_dict(load_tensors(path / f"{weights}.safetensors"))
     except RuntimeError as e:
