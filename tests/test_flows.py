@@ -59,6 +59,7 @@ MODELS = {
     "realnvp": (lambda: RealNVP(1, 4, num_scales=1, hidden=8), (1, 1, 4, 4)),
     "realnvp-2scales-rgb": (lambda: RealNVP(3, 4, num_scales=2, hidden=8), (1, 3, 4, 4)),
     "glow": (lambda: Glow(1, 4, levels=2, steps=2, hidden=8), (1, 1, 4, 4)),
+    "glow-split-prior": (lambda: Glow(1, 4, levels=2, steps=2, hidden=8, split_prior=True), (1, 1, 4, 4)),
 }
 
 

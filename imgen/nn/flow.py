@@ -239,10 +239,33 @@ def glow_step(channels: int, hidden: int, parity: int = 0) -> FlowSequential:
 # ---------------------------------------------------------------------------------------------------------
 # Multi-scale models
 # ---------------------------------------------------------------------------------------------------------
+class SplitPrior(nn.Module):
+    """Glow's learned prior for a factored-out half (the official code's split2d): z ~ N(mu(h), exp(log_sigma(h))^2)
+    given the half h that goes on, from a zero-initialised conv3x3 (so it starts as N(0, I)). Written as a flow
+    step on z, eps = (z - mu) / sigma with log|det| = -sum(log_sigma), so latents stay standard normal."""
+
+    def __init__(self, kept_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = zero_init(nn.Conv2d(kept_channels, 2 * out_channels, 3, padding=1))
+
+    def forward(self, z: torch.Tensor, h: torch.Tensor):
+        mean, log_sigma = self.conv(h).chunk(2, dim=1)
+        return (z - mean) * torch.exp(-log_sigma), -log_sigma.flatten(1).sum(1)
+
+    def inverse(self, eps: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        mean, log_sigma = self.conv(h).chunk(2, dim=1)
+        return mean + eps * torch.exp(log_sigma)
+
+
 class MultiScaleFlow(nn.Module):
     """Shared multi-scale plumbing (RealNVP, sec. 3.6): `self.scales[i]` is a FlowSequential; after every scale
-    but the last, half of the channels are factored out as a latent z_i (standard normal prior) and the rest go on.
+    but the last, half of the channels are factored out as a latent z_i and the rest go on. The latents are standard
+    normal: a model with `self.split_priors` (Glow's learned conditional prior) returns them standardised.
     forward(x) -> (list of z, logdet); inverse(list of z) -> x."""
+
+    def _split_priors(self):
+        """The nn.ModuleList of SplitPrior (one per factored-out half) of a model that has them, else None."""
+        return self._modules.get("split_priors")
 
     def _check_input(self, x: torch.Tensor) -> None:
         c, s = self.in_channels, self.image_size
@@ -252,15 +275,18 @@ class MultiScaleFlow(nn.Module):
 
     def forward(self, x: torch.Tensor):
         self._check_input(x)
-        zs, logdet = [], x.new_zeros(x.shape[0])
+        zs, logdet, priors = [], x.new_zeros(x.shape[0]), self._split_priors()
         h = x
         for i, scale in enumerate(self.scales):
             h, ld = scale(h)
             logdet = logdet + ld
             if i < len(self.scales) - 1:
                 half = h.shape[1] // 2
-                zs.append(h[:, :half])  # factor out half the channels (RealNVP, sec. 3.6, eq. 13)
-                h = h[:, half:]
+                z, h = h[:, :half], h[:, half:]  # factor out half the channels (RealNVP, sec. 3.6, eq. 13)
+                if priors is not None:
+                    z, ld = priors[i](z, h)
+                    logdet = logdet + ld
+                zs.append(z)
         zs.append(h)
         return zs, logdet
 
@@ -269,10 +295,11 @@ class MultiScaleFlow(nn.Module):
         if len(zs) != len(self.scales):
             raise ImgenError(f"{type(self).__name__}.inverse needs {len(self.scales)} latents (one per scale, as "
                              f"forward returns), got {len(zs)}")
-        h = zs[-1]
+        h, priors = zs[-1], self._split_priors()
         for i in reversed(range(len(self.scales))):
             if i < len(self.scales) - 1:
-                h = torch.cat([zs[i], h], dim=1)
+                z = zs[i] if priors is None else priors[i].inverse(zs[i], h)
+                h = torch.cat([z, h], dim=1)
             h = self.scales[i].inverse(h)
         return h
 
@@ -345,26 +372,32 @@ class RealNVP(ConfigMixin, MultiScaleFlow):
 
 class Glow(ConfigMixin, MultiScaleFlow):
     """Glow (Kingma & Dhariwal 2018, Figure 2b): `levels` levels of squeeze -> `steps` x (ActNorm -> InvConv1x1 ->
-    AffineCoupling) -> split (no split after the last), all latents under a standard normal prior.
+    AffineCoupling) -> split (no split after the last). `split_prior`: each factored-out half under Glow's learned
+    conditional prior N(mu(h), sigma(h)^2) given the half that goes on (SplitPrior); else all latents N(0, I).
     Defaults fit 8x8 grey digits on a CPU."""
 
     name = "glow"
 
-    def __init__(self, in_channels: int = 1, image_size: int = 8, levels: int = 2, steps: int = 4, hidden: int = 64):
+    def __init__(self, in_channels: int = 1, image_size: int = 8, levels: int = 2, steps: int = 4, hidden: int = 64,
+                 split_prior: bool = False):
         super().__init__()
         self.save_config(locals())
         check_int(levels, "Glow levels")
         check_int(steps, "Glow steps")
         _check_sizes("Glow", in_channels, image_size, hidden, levels, "levels")
         self.in_channels, self.image_size = in_channels, image_size
-        scales, c = [], in_channels
+        scales, priors, c = [], [], in_channels
         for level in range(levels):
             c *= 4
             scales.append(FlowSequential(Squeeze(), *[glow_step(c, hidden, parity=k % 2) for k in range(steps)]))
             if level < levels - 1:
+                priors.append(SplitPrior(c - c // 2, c // 2))
                 c -= c // 2
         self.scales = nn.ModuleList(scales)
+        if split_prior:
+            self.split_priors = nn.ModuleList(priors)
 
 
-__all__ = ["ActNorm", "AffineCoupling", "FlowSequential", "Glow", "InvConv1x1", "MultiScaleFlow", "RealNVP", "Squeeze",
-           "checkerboard", "dequantization_bin_width", "dequantize_uniform", "glow_step", "standard_normal_log_prob"]
+__all__ = ["ActNorm", "AffineCoupling", "FlowSequential", "Glow", "InvConv1x1", "MultiScaleFlow", "RealNVP",
+           "SplitPrior", "Squeeze", "checkerboard", "dequantization_bin_width", "dequantize_uniform", "glow_step",
+           "standard_normal_log_prob"]
