@@ -146,3 +146,62 @@ def test_imgen_latent_draws_the_grid_and_an_interpolation_and_rejects_bad_input(
     assert main(["latent", "grid", str(vae_dir), "--out", str(tmp_path / "x.jpg")]) == 2
     err = capsys.readouterr().err
     assert err.count("imgen: error:") == 3 and "--mode" in err and "--a" in err and ".png" in err
+
+
+def test_a_fixed_sigma_is_the_likelihood_scale_that_beta_weighs_the_kl_against():
+    """method.options.sigma fixes p(x | z)'s std (the net's learned log_sigma is then unused): the loss is
+    (-sum_pixels log P(x | z; sigma) + beta * KL) / D, so beta trades nats of KL against that likelihood."""
+    net = build_net("vae", in_channels=1, image_size=8, **TINY_VAE)
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    fixed = {beta: build_method("vae", beta=beta, levels=17, sigma=0.2) for beta in (1.0, 4.0)}
+    log_px, kl = fixed[1.0].terms(net, x, torch.Generator().manual_seed(0))
+    q = net.encode(x)
+    z = q.mean + q.std * torch.randn(q.mean.shape, generator=torch.Generator().manual_seed(0))
+    ref = discretized_gaussian_log_prob(x, net.decode(z), torch.tensor(0.2).log(), 17)
+    assert torch.allclose(log_px, ref, atol=1e-4)
+    for beta, method in fixed.items():
+        loss = method.loss(net, {"image": x}, torch.Generator().manual_seed(0))
+        assert torch.allclose(loss, (-log_px + beta * kl).sum() / x.numel(), rtol=1e-5)
+    with torch.no_grad():
+        net.log_sigma.fill_(3.0)  # the learned scale no longer enters the fixed-sigma likelihood
+    assert torch.allclose(fixed[1.0].terms(net, x, torch.Generator().manual_seed(0))[0], log_px, atol=1e-4)
+    learned = build_method("vae", levels=17).terms(net, x, torch.Generator().manual_seed(0))[0]
+    assert not torch.allclose(learned, log_px, atol=1.0)
+    for bad in (0.0, -1.0, "0.1", True):
+        with pytest.raises(ImgenError, match="sigma"):
+            build_method("vae", sigma=bad)
+
+
+def test_kl_warmup_ramps_the_kl_weight_linearly_from_zero_to_beta_then_trains_the_beta_elbo():
+    method = build_method("vae", beta=4.0, levels=17, kl_warmup=100)
+    assert method.kl_weight == 4.0  # outside the Trainer (no set_step): the full beta-ELBO
+    for step, weight in ((0, 0.0), (25, 1.0), (50, 2.0), (100, 4.0), (5000, 4.0)):
+        method.set_step(step)
+        assert method.kl_weight == pytest.approx(weight)
+    net = build_net("vae", in_channels=1, image_size=8, **TINY_VAE)
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    log_px, kl = method.terms(net, x, torch.Generator().manual_seed(0))
+    method.set_step(50)
+    assert torch.allclose(method.loss(net, {"image": x}, torch.Generator().manual_seed(0)),
+                          (-log_px + 2.0 * kl).sum() / x.numel(), rtol=1e-5)
+    with pytest.raises(ImgenError, match="kl_warmup"):
+        build_method("vae", kl_warmup=-1)
+
+
+def test_the_burgess_net_maps_32px_rgb_scenes_to_a_vector_latent_and_back():
+    net = build_net("vae", in_channels=3, image_size=32, latent_dim=10, arch="burgess", base_channels=8, hidden=32)
+    x = torch.rand(5, 3, 32, 32) * 2 - 1
+    q = net.encode(x)
+    assert q.mean.shape == q.logvar.shape == (5, 10) and net.latent_shape == (10,)
+    assert net.decode(q.mean).shape == (5, 3, 32, 32)
+    loss = build_method("vae", sigma=0.1).loss(net, {"image": x})
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for n, p in net.named_parameters() if n != "log_sigma")
+    with pytest.raises(ImgenError, match="arch"):
+        build_net("vae", in_channels=3, image_size=32, arch="resnet")
+    with pytest.raises(ImgenError, match="power-of-two"):
+        build_net("vae", in_channels=3, image_size=24, latent_dim=10, arch="burgess")
+    with pytest.raises(ImgenError, match="latent_dim"):
+        build_net("vae", in_channels=3, image_size=32, latent_dim=None, arch="burgess")
+    with pytest.raises(ImgenError, match=r"\(B, 3, 32, 32\)"):
+        net.encode(torch.zeros(2, 3, 16, 16))

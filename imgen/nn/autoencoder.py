@@ -130,34 +130,87 @@ class AutoencoderKL(ConfigMixin, nn.Module):
         return self.decode(posterior.sample(generator)), posterior
 
 
+def burgess_encoder(in_channels: int, image_size: int, width: int, hidden: int, out_features: int) -> nn.Sequential:
+    """The beta-VAE conv encoder (Higgins et al. 2017, app. A; Burgess et al. 2018, sec. 4): 4x4 stride-2 convs of
+    `width` channels with ReLU down to a 4x4 map, then two linear layers of `hidden` units and a linear map out."""
+    layers: list[nn.Module] = []
+    ch, size = in_channels, image_size
+    while size > 4:
+        layers += [nn.Conv2d(ch, width, 4, stride=2, padding=1), nn.ReLU()]
+        ch, size = width, size // 2
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch * size * size, hidden), nn.ReLU(),
+                         nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out_features))
+
+
+def burgess_decoder(in_features: int, image_size: int, width: int, hidden: int, out_channels: int) -> nn.Sequential:
+    """The mirror of burgess_encoder: linear layers up to a (width, 4, 4) map, 4x4 stride-2 transposed convs."""
+    ups = (image_size // 4).bit_length() - 1
+    layers: list[nn.Module] = [nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                               nn.Linear(hidden, width * 16), nn.ReLU(), nn.Unflatten(1, (width, 4, 4))]
+    for i in range(ups):
+        last = i == ups - 1
+        layers.append(nn.ConvTranspose2d(width, out_channels if last else width, 4, stride=2, padding=1))
+        if not last:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+ARCHS = ("ldm", "burgess")
+
+
 class VAE(ConfigMixin, nn.Module):
-    """The VAE's encoder/decoder pair (Kingma & Welling 2014, sec. 3 and app. C): AutoencoderKL's conv stacks with,
-    when `latent_dim` is set, a linear map between the (latent_channels, h, w) map and a vector latent of
-    `latent_dim` (2 for the classic embedding pictures); latent_dim=None keeps AutoencoderKL's latent map.
+    """The VAE's encoder/decoder pair (Kingma & Welling 2014, sec. 3 and app. C). arch="ldm": AutoencoderKL's conv
+    stacks with, when `latent_dim` is set, a linear map between the (latent_channels, h, w) map and a vector latent
+    of `latent_dim` (2 for the classic embedding pictures); latent_dim=None keeps AutoencoderKL's latent map.
+    arch="burgess": the small conv + MLP net of the beta-VAE papers (burgess_encoder / burgess_decoder: 4x4 stride-2
+    convs of base_channels, two layers of `hidden` units, a vector latent of latent_dim; image_size a power of two
+    >= 8), ~10x cheaper per image than "ldm" at 32x32.
     The decoder's observation noise is one learned scalar `log_sigma` (the scale of p(x | z); the likelihood itself
-    lives in imgen.methods.vae)."""
+    lives in imgen.methods.vae, which may hold sigma fixed instead)."""
 
     name = "vae"
 
     def __init__(self, in_channels: int, image_size: int, latent_dim: int | None = 16, latent_channels: int = 4,
-                 base_channels: int = 32, channel_mults=(1, 2), num_res_blocks: int = 1):
+                 base_channels: int = 32, channel_mults=(1, 2), num_res_blocks: int = 1, arch: str = "ldm",
+                 hidden: int = 256):
         super().__init__()
         self.save_config(locals())
-        self.ae = AutoencoderKL(in_channels, image_size, latent_channels, base_channels, channel_mults, num_res_blocks)
-        self.in_channels, self.image_size, self.latent_dim = in_channels, image_size, latent_dim
-        map_shape = self.ae.latent_shape
-        if latent_dim is None:
-            self.latent_shape = map_shape
-        else:
-            check_int(latent_dim, "vae latent_dim")
+        if arch not in ARCHS:
+            raise ImgenError(f"vae arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+        self.in_channels, self.image_size, self.latent_dim, self.arch = in_channels, image_size, latent_dim, arch
+        if arch == "burgess":
+            if latent_dim is None:
+                raise ImgenError("vae arch 'burgess' has a vector latent: set latent_dim (e.g. 10)")
+            if not isinstance(image_size, int) or image_size < 8 or image_size & (image_size - 1):
+                raise ImgenError(f"vae arch 'burgess' needs a power-of-two image_size >= 8, got {image_size}; "
+                                 f"use arch 'ldm' or resize the images")
+            for name, v in (("latent_dim", latent_dim), ("base_channels", base_channels), ("hidden", hidden)):
+                check_int(v, f"vae {name}")
             self.latent_shape = (latent_dim,)
-            n = map_shape[0] * map_shape[1] * map_shape[2]
-            self.to_latent = nn.Linear(2 * n, 2 * latent_dim)  # (mean, logvar) maps -> (mean, logvar) vectors
-            self.from_latent = nn.Sequential(nn.Linear(latent_dim, n), nn.Unflatten(1, map_shape))
+            self.encoder = burgess_encoder(in_channels, image_size, base_channels, hidden, 2 * latent_dim)
+            self.decoder = burgess_decoder(latent_dim, image_size, base_channels, hidden, in_channels)
+        else:
+            self.ae = AutoencoderKL(in_channels, image_size, latent_channels, base_channels, channel_mults,
+                                    num_res_blocks)
+            map_shape = self.ae.latent_shape
+            if latent_dim is None:
+                self.latent_shape = map_shape
+            else:
+                check_int(latent_dim, "vae latent_dim")
+                self.latent_shape = (latent_dim,)
+                n = map_shape[0] * map_shape[1] * map_shape[2]
+                self.to_latent = nn.Linear(2 * n, 2 * latent_dim)  # (mean, logvar) maps -> (mean, logvar) vectors
+                self.from_latent = nn.Sequential(nn.Linear(latent_dim, n), nn.Unflatten(1, map_shape))
         self.log_sigma = nn.Parameter(torch.tensor(-1.0))  # log std of p(x | z) = N(decode(z), sigma^2), learned
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         """Images (B, C, H, W) in [-1, 1] -> q(z | x) over (B, *latent_shape) latents."""
+        if self.arch == "burgess":
+            if x.ndim != 4 or tuple(x.shape[1:]) != (self.in_channels, self.image_size, self.image_size):
+                raise ImgenError(f"this VAE encodes images shaped (B, {self.in_channels}, {self.image_size}, "
+                                 f"{self.image_size}), got {tuple(x.shape)}; resize the images or train a VAE on "
+                                 f"data of that size")
+            return DiagonalGaussian(*self.encoder(x).chunk(2, dim=1))
         q = self.ae.encode(x)
         if self.latent_dim is None:
             return q
@@ -169,6 +222,8 @@ class VAE(ConfigMixin, nn.Module):
         if tuple(z.shape[1:]) != tuple(self.latent_shape):
             raise ImgenError(f"this VAE decodes latents shaped (B, {', '.join(map(str, self.latent_shape))}), "
                              f"got {tuple(z.shape)}")
+        if self.arch == "burgess":
+            return self.decoder(z)
         return self.ae.decode(z if self.latent_dim is None else self.from_latent(z))
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
