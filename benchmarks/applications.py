@@ -26,12 +26,17 @@ colour) pairs and templates); each input image is the prompt's scene rendered wi
             8 px, enlarged by the upsampler (--sr-model DIR, or the shapes-sr preset trained here, ~4 min) and by
             bicubic interpolation: psnr (mean, against the 32 px truth) and eval_accuracy (shapes-eval reads the
             truth's shape AND colour).
+  control   ControlNet-lite (Zhang et al. 2023; imgen.recipes.controlnet, 700 steps on shapes' label maps): 4n
+            held-out scenes whose label map puts the object in another cell; follows_control (shapes-eval reads it in
+            the map's cell) for position-free prompts, follows_control_against_prompt for captions naming the old
+            cell; base_* the same prompts without control (reference, same run).
 
     OMP_NUM_THREADS=1 python benchmarks/applications.py            # n=64; writes benchmarks/results/applications.json
     OMP_NUM_THREADS=1 python benchmarks/applications.py --quick    # n=16 -> applications_quick.json
     OMP_NUM_THREADS=1 python benchmarks/applications.py --only lora   # one section, the file's others kept
     OMP_NUM_THREADS=1 python benchmarks/applications.py --only textual_inversion
     OMP_NUM_THREADS=1 python benchmarks/applications.py --only sr --sr-model runs/shapes-sr
+    OMP_NUM_THREADS=1 python benchmarks/applications.py --quick --only control
     OMP_NUM_THREADS=1 python benchmarks/applications.py --only few_step --quick   # teacher + students cached in
                                                                                   # runs/bench-few-step
   few_step  consistency (1, 2 NFE) and LCM (4 NFE; 1, 2 too) students of the digits-flow teacher, 400 distillation
@@ -317,6 +322,56 @@ def run_few_step(n: int, cache: str | Path, teacher_dir: str | None = None, dist
     return J
 
 
+def run_control(n: int, steps: int = 700, adapter: str | None = None) -> dict:
+    """J["control"]: a ControlNet-lite (imgen.recipes.controlnet) of shapes-latent-t2i trained on shapes' label maps,
+    then n held-out scenes (held-out (shape, colour) pairs) whose map moves the object to ANOTHER cell than the
+    scene's: follows_control (shapes-eval reads the object in the map's cell) for prompts without a position
+    ("a small red circle") and, follows_control_against_prompt, for the held-out captions that name the old cell;
+    the base without control on the same prompts as the reference (chance 1/9; the prompt's cell when named)."""
+    import tempfile
+
+    from imgen.data.shapes import COLOR_NAMES, COLOR_WORDS, SHAPE_WORDS, SHAPES, SIZE_WORDS, SIZES, scene_captions
+    from imgen.data.translation import label_maps
+    from imgen.metrics.adherence import adherence_scenes
+    from imgen.nn.controlnet import read_controlnet
+    from imgen.recipes.controlnet import finetune_controlnet
+
+    ev = load_evaluator("shapes-eval")
+    a = adherence_scenes(n)
+    moved = (a["pos"] + 1 + np.arange(n) % 8) % 9  # never the scene's own cell
+    maps = label_maps({**a, "pos": moved}, 32, a["offset"])
+    free = [f"a {SIZE_WORDS[SIZES[z]][0]} {COLOR_WORDS[COLOR_NAMES[c]][0]} {SHAPE_WORDS[SHAPES[s]][0]}"
+            for s, c, z in zip(a["shape"], a["color"], a["size"])]
+    named = scene_captions(a)
+    J: dict = {"n": n, "map": "label map (imgen.data.translation.label_maps), 32 px"}
+    with tempfile.TemporaryDirectory() as tmp:
+        if adapter is None:
+            t0 = time.perf_counter()
+            adapter = finetune_controlnet("shapes-latent-t2i", Path(tmp) / "control.safetensors", steps=steps,
+                                          progress=False)["adapter"]
+            J["train_seconds"] = round(time.perf_counter() - t0, 1)
+        J["adapter_bytes"], J["steps"] = Path(adapter).stat().st_size, read_controlnet(adapter)[1]["steps"]
+        model = imgen.load("shapes-latent-t2i")
+
+        def read(x):
+            p = {k: v.numpy() for k, v in ev.predict(x).items()}
+            return {"at_map": float((p["pos"] == moved).mean()), "at_prompt": float((p["pos"] == a["pos"]).mean()),
+                    "shape_color": float(((p["shape"] == a["shape"]) & (p["color"] == a["color"])).mean())}
+
+        base_free, base_named = read(model.generate(free, seed=0)), read(model.generate(named, seed=0))
+        model.load_controlnet(adapter)
+        t1 = time.perf_counter()
+        ctl_free = read(model.generate(free, seed=0, control=maps))
+        J["seconds_per_image"] = round((time.perf_counter() - t1) / n, 3)
+        ctl_named = read(model.generate(named, seed=0, control=maps))
+    J.update(follows_control=ctl_free["at_map"], base_follows_control=base_free["at_map"],
+             follows_control_against_prompt=ctl_named["at_map"], base_follows_control_against_prompt=base_named["at_map"],
+             base_at_prompt_position=base_named["at_prompt"], shape_color=ctl_free["shape_color"],
+             base_shape_color=base_free["shape_color"], shape_color_against_prompt=ctl_named["shape_color"])
+    print("control", J, flush=True)
+    return J
+
+
 def _before_paste(model, prompts, inputs, holes, method, jump_length, resample, k: int = 8) -> float:
     """Known-region PSNR of the decoded samples before inpaint's final paste, on the first k tasks."""
     vals = [known_psnr(inpaint(model, inputs[i], holes[i], prompts[i], method=method, jump_length=jump_length,
@@ -338,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "and the students are trained and reused")
     p.add_argument("--teacher", help="few_step: a digits-flow teacher directory (default: train the preset, ~3 min)")
     p.add_argument("--distill-steps", type=int, help="few_step: training steps per student (default 400)")
-    p.add_argument("--only", choices=["inpaint", "lora", "edit", "textual_inversion", "sr", "few_step"],
+    p.add_argument("--control-adapter", help="control: a ControlNet file to measure (default: train one, ~5 min)")
+    p.add_argument("--only", choices=["inpaint", "lora", "edit", "textual_inversion", "sr", "few_step", "control"],
                    help="run one section (inpaint: inpaint + sdedit) and keep the JSON file's other sections")
     return p
 
@@ -368,6 +424,9 @@ def main(argv=None) -> None:
         fs = run_few_step(1000, args.few_step_cache, args.teacher, args.distill_steps or 400)
         J["few_step"] = fs.pop("rows")
         J["few_step_detail"] = {**fs, "seconds": round(time.perf_counter() - t1, 1)}
+    if args.only in (None, "control"):
+        t1 = time.perf_counter()
+        J["control"] = {**run_control(4 * n, adapter=args.control_adapter), "seconds": round(time.perf_counter() - t1, 1)}
     if args.only is None:  # the whole run's time; --only SECTION keeps the file's
         J["seconds"] = round(time.perf_counter() - t0, 1)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -185,20 +185,34 @@ def cmd_finetune(args) -> int:
     if args.kind == "lora":
         from imgen.recipes.lora import finetune_lora
 
-        result = finetune_lora(args.base, args.data, args.out, rank=args.rank, alpha=args.alpha,
+        result = finetune_lora(args.base, _finetune_data(args), args.out, rank=args.rank, alpha=args.alpha,
                                targets=args.targets.split(","), lr=args.lr or 1e-3, **common)
         what = "the LoRA adapter"
+    elif args.kind == "controlnet":
+        from imgen.recipes.controlnet import finetune_controlnet
+
+        if args.data:
+            raise ImgenError("a ControlNet trains on shapes label maps rendered on the fly (dataset shapes-control); "
+                             "drop --data")
+        result = finetune_controlnet(args.base, args.out, lr=args.lr or 1e-3, **common)
+        what = "the ControlNet"
     else:
         from imgen.recipes.textual_inversion import finetune_tokens
 
         if not args.word:
             raise ImgenError("textual inversion needs --word: the new word your captions use for the concept")
-        result = finetune_tokens(args.base, args.data, args.out, [args.word], args.init_word and [args.init_word],
+        result = finetune_tokens(args.base, _finetune_data(args), args.out, [args.word], args.init_word and [args.init_word],
                                  lr=args.lr or 5e-3, **common)
         what = f"the embedding of {args.word!r}"
     print(f"trained {what} to step {result['step']} (last loss {result['loss']:.4f}); wrote {args.out} "
           f"({result['adapter_bytes'] / 1024:.1f} KiB); the run is in {result['run']} (rerun to resume)")
     return 0
+
+
+def _finetune_data(args) -> str:
+    if not args.data:
+        raise ImgenError(f"finetune {args.kind} needs --data FOLDER: PNGs with captions.jsonl")
+    return args.data
 
 
 def cmd_distill(args) -> int:
@@ -266,19 +280,32 @@ def cmd_generate(args) -> int:
                          "--unconditional to sample the model without text")
     _check_image_out(args.out)
     lora = _parse_lora(args.lora)
+    if bool(args.control) != bool(args.controlnet):
+        raise ImgenError("--control MAP and --controlnet FILE go together: the map and the ControlNet that reads it "
+                         "(imgen finetune controlnet)")
     model = load(resolve_model(args.model))
     _load_additions(model, lora, args.embedding)
+    control = _read_control(model, args.controlnet, args.control) if args.control else None
     _check_steps_apply(model, args.steps)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         x = model.generate([args.prompt or "-"], n=args.n, negative=args.negative, unconditional=args.unconditional,
-                           sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed,
+                           sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed, control=control,
                            **{k: v for k in ("temperature", "top_k", "top_p") if (v := getattr(args, k)) is not None})
     for w in caught:
         print(f"imgen: warning: {w.message}", file=sys.stderr)
     prompt = args.prompt if len(args.prompt) <= 80 else args.prompt[:77] + "..."
     _write_images(x, args.out, args.scale, f"images for {prompt!r}")
     return 0
+
+
+def _read_control(model, controlnet: str, path: str):
+    """--controlnet FILE and --control MAP of generate: attach the ControlNet, read the map at its size and mode."""
+    from imgen.apps.inputs import read_image_file
+
+    meta = model.load_controlnet(controlnet)
+    shape = (meta["control_channels"], meta["control_size"], meta["control_size"])
+    return read_image_file(path, shape, takes="the ControlNet reads", fix="draw the map")
 
 
 def _app_inputs(args):
@@ -497,13 +524,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_data)
 
     s = sub.add_parser("finetune", help="teach a trained model a concept from a captioned image folder (LoRA, "
-                                        "textual inversion)")
-    s.add_argument("kind", choices=["lora", "textual-inversion"],
+                                        "textual inversion), or to follow layout maps (ControlNet)")
+    s.add_argument("kind", choices=["lora", "textual-inversion", "controlnet"],
                    help="lora: low-rank adapters (Hu et al. 2021); textual-inversion: a new word's embedding "
-                        "(Gal et al. 2022)")
+                        "(Gal et al. 2022); controlnet: ControlNet-lite on shapes label maps (Zhang et al. 2023)")
     s.add_argument("base", help="the base model: a shipped model name or a model directory")
-    s.add_argument("--data", required=True, metavar="FOLDER", help="PNGs with captions.jsonl ({\"file\": ..., "
-                                                                  "\"caption\": ...} per line)")
+    s.add_argument("--data", metavar="FOLDER", help="lora, textual-inversion: PNGs with captions.jsonl "
+                                                    "({\"file\": ..., \"caption\": ...} per line)")
     s.add_argument("--out", required=True, metavar="ADAPTER", help="the adapter to write, a .safetensors path "
                                                                    "(trains in ADAPTER.run/; rerun to resume)")
     s.add_argument("--steps", type=int, default=300, help="training steps (default 300; a rerun with more resumes)")
@@ -512,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--targets", default="attn,conv", help="LoRA: comma-separated attn, conv, text (default attn,conv)")
     s.add_argument("--word", help="textual inversion: the new word the captions use for the concept, e.g. zorp")
     s.add_argument("--init-word", help="textual inversion: a known word to start from, e.g. triangle")
-    s.add_argument("--lr", type=float, help="learning rate (default: 1e-3 LoRA, 5e-3 textual inversion)")
+    s.add_argument("--lr", type=float, help="learning rate (default: 1e-3 LoRA and ControlNet, 5e-3 textual inversion)")
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -580,6 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lora", metavar="ADAPTER[:SCALE]", help="apply a LoRA adapter (imgen finetune lora) at SCALE "
                                                              "(default 1)")
     s.add_argument("--embedding", metavar="FILE", help="words learned by `imgen finetune textual-inversion`")
+    s.add_argument("--controlnet", metavar="FILE", help="a ControlNet (imgen finetune controlnet) that reads --control")
+    s.add_argument("--control", metavar="MAP", help="a control map PNG (a shapes label map, RGB at the image size) "
+                                                    "the ControlNet makes the layout follow")
     s.set_defaults(fn=cmd_generate)
 
     for verb, help_ in (("inpaint", "fill the white part of --mask in an image (RePaint or replacement)"),

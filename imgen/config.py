@@ -52,6 +52,7 @@ class TrainConfig:
     init_from: str = ""  # a model directory whose EMA weights initialise net and EMA (reflow, distillation); "" = random
     lora: dict = field(default_factory=dict)  # {rank, alpha, targets}: freeze the net, train LoRA adapters (imgen.nn.lora)
     tokens: dict = field(default_factory=dict)  # {words, init}: freeze the net, learn new words (textual inversion)
+    control: dict = field(default_factory=dict)  # {control_channels, control_size}: freeze the net, train a ControlNet
 
     def adamw(self, params, lr: float | None = None):
         """The AdamW this config describes (betas, weight decay, eps) over `params`, at `lr` (default: self.lr)."""

@@ -171,6 +171,34 @@ class Model:
 
         remove_tokens(self.net)
 
+    def load_controlnet(self, path: str | Path) -> dict:
+        """Attach a ControlNet file (imgen finetune controlnet); generate(..., control=maps) then follows the maps.
+        Replaces any ControlNet already attached. -> its meta."""
+        from imgen.nn.controlnet import apply_controlnet
+
+        return apply_controlnet(self.net, path)
+
+    def unload_controlnet(self) -> None:
+        from imgen.nn.controlnet import remove_controlnet
+
+        remove_controlnet(self.net)
+
+    def _control(self, control, count: int) -> dict:
+        """cond["control"] for `count` images from maps (1 or count, C, S, S) in [-1, 1] (ControlNet)."""
+        from imgen.nn.controlnet import controlnet_of
+
+        cn = controlnet_of(self.net)
+        if cn is None:
+            raise ImgenError("control maps need a ControlNet; load one first (model.load_controlnet(FILE), CLI "
+                             "--controlnet FILE)")
+        c = torch.as_tensor(control, dtype=torch.float32)
+        c = cn.check_control(c[None] if c.ndim == 3 else c)
+        if len(c) not in (1, count):
+            raise ImgenError(f"got {len(c)} control maps for {count} images; give one map, or one per image")
+        if c.min() < -1 or c.max() > 1:
+            raise ImgenError("control map values must be in [-1, 1] (imgen.images.from_uint8 converts 0..255)")
+        return {"control": c.expand(count, -1, -1, -1).to(self.device)}
+
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log density log p(x) in nats per image, (B,), for a likelihood model (a normalizing flow) of
@@ -186,19 +214,20 @@ class Model:
 
     @torch.no_grad()
     def generate(self, prompts, n: int = 1, negative: str | None = None, unconditional: bool = False,
-                 clip=None, clip_scale: float = 0.0, **kwargs) -> torch.Tensor:
+                 clip=None, clip_scale: float = 0.0, control=None, **kwargs) -> torch.Tensor:
         """Images for text prompts: (len(prompts) * n, C, H, W) in [-1, 1], the n images of each prompt together.
         `negative` is a prompt classifier-free guidance steers away from (instead of the null text);
         `unconditional=True` ignores the prompts and samples the learned null condition. Other keyword
         arguments (sampler, steps, cfg, seed, eta, grid, ...) are those of `sample`. With a CLIP model `clip`
-        and clip_scale > 0 the sampler is also CLIP-guided toward the prompts (imgen.guidance.CLIPGuidance)."""
+        and clip_scale > 0 the sampler is also CLIP-guided toward the prompts (imgen.guidance.CLIPGuidance).
+        `control`: maps (1 or len(prompts) * n, C, S, S) in [-1, 1] a loaded ControlNet follows (load_controlnet)."""
         if not self.is_text:
             raise ImgenError(f"this model ({self.config.net.name}, {self.config.data.name}) is not text-conditional; "
                              f"use sample() (CLI: imgen sample), or load a text-to-image model")
         check_int(n, "n (images per prompt)")
         if unconditional:
             count = n * (len(prompts) if isinstance(prompts, (list, tuple)) and prompts else 1)
-            cond = {"drop": torch.ones(count, dtype=torch.bool)}
+            cond = {"drop": torch.ones(count, dtype=torch.bool), **({} if control is None else self._control(control, count))}
             return self.sample(count, cond=cond, **{**kwargs, "cfg": 1.0})
         prompts = check_prompts(prompts)
         texts = [p for p in prompts for _ in range(n)]
@@ -207,10 +236,13 @@ class Model:
         count = len(texts)
         cond = {k: v[:count] for k, v in enc.items()}
         cond["drop"] = torch.zeros(count, dtype=torch.bool, device=self.device)
+        extra = {} if control is None else self._control(control, count)  # kept in CFG's null condition too
+        cond.update(extra)
         neg = None
         if negative is not None:
             neg = {k: v[count:] for k, v in enc.items()}
             neg["drop"] = torch.zeros(count, dtype=torch.bool, device=self.device)
+            neg.update(extra)
         guide = None
         if clip is not None and clip_scale > 0:
             decode = self.method.decode if self.latent else None

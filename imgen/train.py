@@ -191,6 +191,11 @@ class Trainer:
 
             for net in (self.net, self.ema):
                 add_tokens_from_options(net, t.tokens)
+        if t.control:  # ControlNet (Zhang et al. 2023): a trainable encoder copy of the (init_from) base, joined by zero convs
+            from imgen.nn.controlnet import add_controlnet_from_options
+
+            for net in (self.net, self.ema):
+                add_controlnet_from_options(net, t.control)
         self.ema.load_state_dict(self.net.state_dict())
         self.ema.requires_grad_(False)
         self.method = build_method(self.config.method.name, **self.config.method.options)

@@ -12,7 +12,7 @@ from imgen.data.builtin import digits
 from imgen.data.files import cifar10, fashion_mnist, image_folder, mnist
 from imgen.data.pairs import pairs
 from imgen.data.shapes import ShapesDataset
-from imgen.data.translation import ShapesDomains, ShapesPairs
+from imgen.data.translation import ShapesControl, ShapesDomains, ShapesPairs
 from imgen.data.toys import ToyDataset, checkerboard, eight_gaussians, swiss_roll, two_moons
 from imgen.errors import ImgenError
 
@@ -30,6 +30,7 @@ DATASETS = {
     "pairs": pairs,  # reflow (noise, sample) couplings
     "shapes-pairs": ShapesPairs,  # (label map, image) pairs for pix2pix
     "shapes-domains": ShapesDomains,  # unpaired background domains for CycleGAN
+    "shapes-control": ShapesControl,  # (image, caption, label map) for ControlNet
 }
 
 

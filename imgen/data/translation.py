@@ -27,7 +27,7 @@ import torch
 
 from imgen.data.shapes import BACKGROUNDS, COLORS, SHAPES, ShapesDataset, render_scenes
 from imgen.data.base import as_index
-from imgen.data.shapes import BACKGROUND_NAMES, sample_scene_attributes
+from imgen.data.shapes import BACKGROUND_NAMES, sample_scene_attributes, scene_captions
 from imgen.errors import ImgenError
 
 COLOR_LEVELS = np.linspace(-0.6, 1.0, len(COLORS), dtype=np.float32)
@@ -75,6 +75,33 @@ class ShapesPairs(ShapesDataset):
     def scenes(self, a: Mapping) -> dict:
         out = super().scenes(a)
         out["source"] = label_maps(a, self.image_size, a["offset"], self.supersample)
+        return out
+
+
+class ShapesControl(ShapesDataset):
+    """The shapes stream with each scene's label map as batch["control"]: a ControlNet's layout condition
+    (imgen.nn.controlnet; Zhang et al. 2023 train on (image, caption, control map) triples). A fraction
+    `wrong_positions` of the captions name another cell than the scene's (image and map stay true), so the layout
+    must come from the map even where a prompt says otherwise or says nothing."""
+
+    name = "shapes-control"
+
+    def __init__(self, n: int = 10000, image_size: int = 32, seed: int = 0, split: str = "train",
+                 max_objects: int = 2, templates: str | None = None, supersample: int = 4,
+                 wrong_positions: float = 0.0):
+        super().__init__(n=n, image_size=image_size, seed=seed, split=split, max_objects=max_objects,
+                         templates=templates, supersample=supersample)
+        if not 0.0 <= wrong_positions <= 1.0:
+            raise ImgenError(f"shapes-control: wrong_positions must be in [0, 1], got {wrong_positions!r}")
+        self.wrong_positions = wrong_positions
+
+    def scenes(self, a: Mapping) -> dict:
+        out = super().scenes(a)
+        out["control"] = label_maps(a, self.image_size, a["offset"], self.supersample)
+        if self.wrong_positions > 0:  # deterministic per scene: its caption variant picks both
+            swap = (a["variant"] % 997) < self.wrong_positions * 997
+            other = (a["pos"] + 1 + (a["variant"] // 997) % 8) % 9
+            out["caption"] = scene_captions({**a, "pos": np.where(swap, other, a["pos"])})
         return out
 
 

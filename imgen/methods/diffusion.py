@@ -39,7 +39,8 @@ class DenoisingMethod:
         if not keys or self.cond_drop >= 1.0:  # unconditional model
             return None
         drop = torch.rand(len(batch[keys[0]]), generator=generator) < self.cond_drop
-        return {**{k: batch[k] for k in keys}, "drop": drop}
+        control = {"control": batch["control"]} if "control" in batch else {}  # a ControlNet's map, never dropped
+        return {**{k: batch[k] for k in keys}, "drop": drop, **control}
 
     def loss(self, net, batch: dict, generator=None) -> torch.Tensor:
         x0 = batch["image"] if "image" in batch else batch["x"]

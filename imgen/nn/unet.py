@@ -127,6 +127,8 @@ class UNet(ConfigMixin, nn.Module):
                 skip_channels.append(ch)
                 res //= 2
 
+        self.skip_channels = list(skip_channels)  # what a ControlNet's zero convs match (imgen.nn.controlnet)
+        self.controlnet = None  # a ControlNet attached by imgen.nn.controlnet.add_controlnet
         self.mid = nn.ModuleList([
             UNetBlock(ch, ch, emb_dim, dropout, num_heads, context_dim, num_heads),
             UNetBlock(ch, ch, emb_dim, dropout, None),
@@ -173,13 +175,18 @@ class UNet(ConfigMixin, nn.Module):
             xs = torch.linspace(-1, 1, x.shape[3], dtype=x.dtype, device=x.device)
             grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))  # (2, H, W): y, x in [-1, 1]
             x = torch.cat([x, grid.expand(x.shape[0], -1, -1, -1)], dim=1)
-        h = self.conv_in(x.contiguous(memory_format=torch.channels_last))
+        x = x.contiguous(memory_format=torch.channels_last)
+        h = self.conv_in(x)
         skips = [h]
         for block in self.down:
             h = block(h) if isinstance(block, Downsample) else block(h, emb, text)
             skips.append(h)
         for block in self.mid:
             h = block(h, emb, text)
+        if self.controlnet is not None and cond is not None and cond.get("control") is not None:
+            control_skips, control_mid = self.controlnet(x, emb, text, cond["control"])  # ControlNet eq. 2
+            skips = [s + r for s, r in zip(skips, control_skips)]
+            h = h + control_mid
         for block in self.up:
             if isinstance(block, Upsample):
                 h = block(h)

@@ -31,20 +31,29 @@ def finetune_config(base: str | Path, data: str | Path, steps: int, lr: float, b
                     **frozen_base):
     """The Trainer config of a fine-tune of model directory (or shipped name) `base` on image folder `data` that
     trains only what `frozen_base` adds to the net: lora={rank, alpha, targets} or tokens={words, init}."""
+    def folder_data(d: dict) -> dict:
+        if not Path(data).is_dir():
+            raise ImgenError(f"--data {str(data)!r} is not a folder; give a folder of PNGs with captions.jsonl "
+                             f"({{\"file\": ..., \"caption\": ...}} per line)")
+        folder = {"path": str(Path(data).resolve())}
+        if d["net"]["options"].get("num_classes"):  # class subfolders get the base's label ids, not their sorted order
+            folder["class_names"] = base_class_names(d["data"], d["net"]["options"]["num_classes"])
+        return {"name": "folder", "options": folder, "batch_size": batch_size}
+
+    return base_finetune_config(base, folder_data, steps, lr, seed, **frozen_base)
+
+
+def base_finetune_config(base: str | Path, data, steps: int, lr: float, seed: int, **frozen_base):
+    """The base's own config with data = data(its config dict), train.init_from = the base and `frozen_base`
+    (lora / tokens / control) telling the Trainer what alone trains."""
     base_dir = resolve_model_path(base)
     if not (Path(base_dir) / "config.json").is_file():
         raise ImgenError(f"base model {str(base)!r} is neither a shipped model nor a model directory (no "
                          f"config.json); give a directory written by `imgen train` or a shipped name")
-    if not Path(data).is_dir():
-        raise ImgenError(f"--data {str(data)!r} is not a folder; give a folder of PNGs with captions.jsonl "
-                         f"({{\"file\": ..., \"caption\": ...}} per line)")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ImgenError(f"--steps must be an integer >= 1, got {steps!r}")
     d = load_config(Path(base_dir) / "config.json").to_dict()
-    folder = {"path": str(Path(data).resolve())}
-    if d["net"]["options"].get("num_classes"):  # class subfolders get the base's label ids, not their sorted order
-        folder["class_names"] = base_class_names(d["data"], d["net"]["options"]["num_classes"])
-    d["data"] = {"name": "folder", "options": folder, "batch_size": batch_size}
+    d["data"] = data(d)
     if d["method"]["name"] == "latent":  # the base's own autoencoder copy and latent scale, not re-measured
         ae = Path(base_dir) / AE_DIR
         opts = d["method"]["options"]
@@ -70,7 +79,7 @@ def finetune(config, data: str | Path, out: Path, progress: bool = True):
     """Train `config` (from finetune_config) in run_dir(out) -> (the Trainer after fit(), fit's summary)."""
     if (run_dir(out) / "config.json").is_file():  # a resume must train what the run trained
         old, new = load_config(run_dir(out) / "config.json").train, config.train
-        keys = [k for k in ("init_from", "lora", "tokens") if getattr(old, k) != getattr(new, k)]
+        keys = [k for k in ("init_from", "lora", "tokens", "control") if getattr(old, k) != getattr(new, k)]
         if keys:
             raise ImgenError(f"{str(run_dir(out))!r} holds a fine-tune with another {', '.join(keys)} "
                              f"({', '.join(f'{k}={getattr(old, k)!r}' for k in keys)}); rerun with those options, or "
