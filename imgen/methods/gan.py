@@ -19,10 +19,11 @@ from __future__ import annotations
 import torch
 
 from imgen.errors import ImgenError, check_int, check_nonnegative
+from imgen.methods.adversarial import AdversarialMethod
 from imgen.methods.gan_losses import LOSSES, gradient_penalty, r1_penalty
 
 
-class GANMethod:
+class GANMethod(AdversarialMethod):
     takes_steps = False  # one generator evaluation per image
 
     def __init__(self, loss: str = "nonsaturating", gp_weight: float = 0.0, r1_weight: float = 0.0,
@@ -35,7 +36,6 @@ class GANMethod:
         self.loss_name, self.gp_weight, self.r1_weight = loss, float(gp_weight), float(r1_weight)
         self.n_critic, self.d_lr_scale = n_critic, float(d_lr_scale)
         self.d_loss, self.g_loss = LOSSES[loss]
-        self._stats: dict[str, list[float]] = {}
 
     # -- the Trainer's hooks ------------------------------------------------------------------------
     def _check(self, net):
@@ -44,23 +44,6 @@ class GANMethod:
         if self.gp_weight > 0 and any(isinstance(m, torch.nn.BatchNorm2d) for m in net.discriminator.modules()):
             raise ImgenError("a gradient penalty needs a discriminator without batch norm (it penalises each "
                              "sample's gradient); set net.options.d_norm to 'layer' or 'none'")
-
-    def optimizers(self, net, t) -> dict[str, torch.optim.Optimizer]:
-        self._check(net)
-        return {"discriminator": t.adamw(net.discriminator.parameters(), t.lr * self.d_lr_scale),
-                "generator": t.adamw(net.generator.parameters())}
-
-    def updates(self):
-        return [("discriminator", self.discriminator_loss)] * self.n_critic + [("generator", self.generator_loss)]
-
-    def log_stats(self) -> dict:
-        out = {k: sum(v) / len(v) for k, v in self._stats.items() if v}
-        self._stats = {}
-        return out
-
-    def _log(self, **values: torch.Tensor) -> None:
-        for k, v in values.items():
-            self._stats.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else float(v))
 
     # -- losses ---------------------------------------------------------------------------------------
     @staticmethod

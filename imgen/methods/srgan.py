@@ -21,10 +21,11 @@ import torch.nn.functional as F
 
 from imgen.errors import ImgenError, check_nonnegative
 from imgen.images import adapt_images
+from imgen.methods.adversarial import AdversarialMethod
 from imgen.methods.gan_losses import LOSSES
 
 
-class SRGANMethod:
+class SRGANMethod(AdversarialMethod):
     takes_steps = False  # one generator evaluation per image
 
     def __init__(self, loss: str = "nonsaturating", content_weight: float = 1.0, adversarial_weight: float = 1e-3,
@@ -44,30 +45,12 @@ class SRGANMethod:
         self.d_loss, self.g_loss = LOSSES[loss]
         self.threshold = 0.5 if loss == "least_squares" else 0.0  # D's decision boundary for the accuracies
         self._evaluator = None
-        self._stats: dict[str, list[float]] = {}
 
     # -- the Trainer's hooks ------------------------------------------------------------------------
     @staticmethod
     def _check(net):
         if not (hasattr(net, "generator") and hasattr(net, "discriminator") and hasattr(net, "low_res_size")):
             raise ImgenError(f"method srgan trains an srgan net (net name 'srgan'), got {type(net).__name__}")
-
-    def optimizers(self, net, t) -> dict[str, torch.optim.Optimizer]:
-        self._check(net)
-        return {"discriminator": t.adamw(net.discriminator.parameters()),
-                "generator": t.adamw(net.generator.parameters())}
-
-    def updates(self):
-        return [("discriminator", self.discriminator_loss), ("generator", self.generator_loss)]
-
-    def log_stats(self) -> dict:
-        out = {k: sum(v) / len(v) for k, v in self._stats.items() if v}
-        self._stats = {}
-        return out
-
-    def _log(self, **values) -> None:
-        for k, v in values.items():
-            self._stats.setdefault(k, []).append(float(v.detach()))
 
     # -- losses ---------------------------------------------------------------------------------------
     @staticmethod

@@ -26,10 +26,11 @@ from __future__ import annotations
 import torch
 
 from imgen.errors import ImgenError, check_nonnegative
+from imgen.methods.adversarial import AdversarialMethod
 from imgen.methods.gan_losses import LOSSES
 
 
-class Pix2PixMethod:
+class Pix2PixMethod(AdversarialMethod):
     takes_steps = False  # one generator evaluation per image
 
     def __init__(self, loss: str = "nonsaturating", l1_weight: float = 100.0):
@@ -37,30 +38,12 @@ class Pix2PixMethod:
             raise ImgenError(f"pix2pix loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         self.loss_name, self.l1_weight = loss, check_nonnegative(l1_weight, "pix2pix l1_weight")
         self.d_loss, self.g_loss = LOSSES[loss]
-        self._stats: dict[str, list[float]] = {}
 
     # -- the Trainer's hooks ------------------------------------------------------------------------
     @staticmethod
     def _check(net):
         if not (hasattr(net, "generator") and hasattr(net, "discriminator") and hasattr(net, "source_channels")):
             raise ImgenError(f"method pix2pix trains a pix2pix net (net name 'pix2pix'), got {type(net).__name__}")
-
-    def optimizers(self, net, t) -> dict[str, torch.optim.Optimizer]:
-        self._check(net)
-        return {"discriminator": t.adamw(net.discriminator.parameters()),
-                "generator": t.adamw(net.generator.parameters())}
-
-    def updates(self):
-        return [("discriminator", self.discriminator_loss), ("generator", self.generator_loss)]
-
-    def log_stats(self) -> dict:
-        out = {k: sum(v) / len(v) for k, v in self._stats.items() if v}
-        self._stats = {}
-        return out
-
-    def _log(self, **values) -> None:
-        for k, v in values.items():
-            self._stats.setdefault(k, []).append(float(v.detach()))
 
     # -- losses ---------------------------------------------------------------------------------------
     @staticmethod
@@ -105,7 +88,7 @@ class Pix2PixMethod:
         raise ImgenError("pix2pix is not a diffusion model: it has no denoiser; use imgen translate")
 
 
-class CycleGANMethod:
+class CycleGANMethod(AdversarialMethod):
     takes_steps = False  # one generator evaluation per image
 
     def __init__(self, loss: str = "least_squares", cycle_weight: float = 10.0, identity_weight: float = 0.5):
@@ -116,22 +99,15 @@ class CycleGANMethod:
         self.identity_weight = check_nonnegative(identity_weight, "cyclegan identity_weight")
         self.d_loss, self.g_loss = LOSSES[loss]
         self.threshold = 0.5 if loss == "least_squares" else 0.0  # D's decision boundary for the accuracies
-        self._stats: dict[str, list[float]] = {}
-
-    log_stats, _log = Pix2PixMethod.log_stats, Pix2PixMethod._log
 
     @staticmethod
     def _check(net):
         if not (hasattr(net, "generators") and hasattr(net, "discriminators")):
             raise ImgenError(f"method cyclegan trains a cyclegan net (net name 'cyclegan'), got {type(net).__name__}")
 
-    def optimizers(self, net, t) -> dict[str, torch.optim.Optimizer]:
-        self._check(net)
-        return {"discriminator": t.adamw(net.discriminators.parameters()),
-                "generator": t.adamw(net.generators.parameters())}
-
-    def updates(self):
-        return [("discriminator", self.discriminator_loss), ("generator", self.generator_loss)]
+    @staticmethod
+    def players(net):
+        return net.discriminators, net.generators  # both domains' nets in one optimizer each
 
     @staticmethod
     def _domains(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
