@@ -4,7 +4,9 @@ The task: n held-out adherence prompts (imgen.metrics.adherence.adherence_prompt
 colour) pairs and templates); each input image is the prompt's scene rendered with ANOTHER shape and colour
 (same size, position, jitter and background), so the prompt's object is not in the input.
   inpaint   the square over the object (0.8 cell either side of its centre) is the hole; RePaint (and replacement)
-            fill it under the prompt. fill_adherence: the rate at which shapes-eval reads the prompt's shape AND
+            fill it under the prompt, and so does "trained": an inpainting model (mask + masked image's latent as
+            input channels, as Stable Diffusion's) fine-tuned from shapes-latent-t2i (imgen.recipes.inpaint, 600
+            steps at batch 32; finetune_seconds / finetune_cpu_seconds; trained into --inpaint-cache and reused). fill_adherence: the rate at which shapes-eval reads the prompt's shape AND
             colour; all_stated: every attribute the prompt states; known_psnr: PSNR of the known pixels against the
             input (MSE floored at 1e-12, so an exact paste reads 126.0 dB), known_psnr_before_paste: the same for
             the decoded sample before the final paste (what latent-space blending alone keeps).
@@ -37,6 +39,8 @@ colour) pairs and templates); each input image is the prompt's scene rendered wi
     OMP_NUM_THREADS=1 python benchmarks/applications.py --only textual_inversion
     OMP_NUM_THREADS=1 python benchmarks/applications.py --only sr --sr-model runs/shapes-sr
     OMP_NUM_THREADS=1 python benchmarks/applications.py --quick --only control
+    OMP_NUM_THREADS=1 python benchmarks/applications.py --quick --only inpaint_trained   # model cached in
+                                                                                         # runs/bench-inpaint
     OMP_NUM_THREADS=1 python benchmarks/applications.py --only few_step --quick   # teacher + students cached in
                                                                                   # runs/bench-few-step
   few_step  consistency (1, 2 NFE) and LCM (4 NFE; 1, 2 too) students of the digits-flow teacher, 400 distillation
@@ -68,6 +72,7 @@ from imgen.metrics.psnr_ssim import psnr
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STRENGTHS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+INPAINT_STEPS = 600  # fine-tuning steps of the trained inpainting model (batch 32)
 
 
 def known_psnr(out: torch.Tensor, x: torch.Tensor, hole: torch.Tensor) -> float:
@@ -76,28 +81,36 @@ def known_psnr(out: torch.Tensor, x: torch.Tensor, hole: torch.Tensor) -> float:
     return 10 * math.log10(4 / mse)
 
 
-def run(n: int, method: str, jump_length: int, resample: int) -> dict:
+def inpaint_row(model, tasks, ev, **kwargs) -> dict:
+    """{fill_adherence, all_stated, known_psnr (the minimum), seconds_per_image} of inpaint(model, ..., **kwargs)
+    on inpaint_tasks `tasks`, task i at seed i."""
+    prompts, truth, inputs, holes = tasks
+    outs, known, t0 = [], [], time.perf_counter()
+    for i in range(len(prompts)):
+        out = inpaint(model, inputs[i], holes[i], prompts[i], seed=i, **kwargs)
+        outs.append(out)
+        known.append(known_psnr(out, inputs[i:i + 1], holes[i]))
+    seconds = (time.perf_counter() - t0) / len(prompts)
+    s = score_images(torch.cat(outs), truth, ev)
+    return {"fill_adherence": s["shape_color"], "all_stated": s["all_stated"], "known_psnr": min(known),
+            "seconds_per_image": round(seconds, 3)}
+
+
+def run(n: int, method: str, jump_length: int, resample: int, cache: str | Path | None = None) -> dict:
     model = imgen.load("shapes-latent-t2i")
     ev = load_evaluator("shapes-eval")
-    prompts, truth, inputs, holes = inpaint_tasks(n)
+    tasks = inpaint_tasks(n)
+    prompts, truth, inputs, holes = tasks
     J: dict = {"model": "shapes-latent-t2i", "n": n, "inpaint": {}, "sdedit": []}
     for meth in (method, "replacement") if method != "replacement" else (method,):
-        outs, before, known, t0 = [], [], [], time.perf_counter()
-        for i in range(n):
-            out = inpaint(model, inputs[i], holes[i], prompts[i], method=meth, jump_length=jump_length,
-                          resample=resample, seed=i)
-            outs.append(out)
-            known.append(known_psnr(out, inputs[i:i + 1], holes[i]))
-        seconds = (time.perf_counter() - t0) / n
-        outs = torch.cat(outs)
-        s = score_images(outs, truth, ev)
-        J["inpaint"][meth] = {"fill_adherence": s["shape_color"], "all_stated": s["all_stated"],
-                              "known_psnr": min(known), "seconds_per_image": round(seconds, 3)}
+        J["inpaint"][meth] = inpaint_row(model, tasks, ev, method=meth, jump_length=jump_length, resample=resample)
         if meth == "repaint":
             J["inpaint"][meth].update(jump_length=jump_length, resample=resample)
         print(meth, J["inpaint"][meth], flush=True)
     J["inpaint"][method]["known_psnr_before_paste"] = _before_paste(model, prompts, inputs, holes, method,
                                                                    jump_length, resample)
+    if cache is not None:
+        J["inpaint"]["trained"] = run_trained_inpaint(n, cache)
     for strength in STRENGTHS:
         outs, t0 = [], time.perf_counter()
         for i in range(n):
@@ -109,6 +122,34 @@ def run(n: int, method: str, jump_length: int, resample: int) -> dict:
         J["sdedit"].append({"strength": strength, "adherence": s["shape_color"], "all_stated": s["all_stated"],
                             "psnr_to_input": round(float(p.mean()), 2), "seconds_per_image": round(seconds, 3)})
         print(J["sdedit"][-1], flush=True)
+    return J
+
+
+def run_trained_inpaint(n: int, cache: str | Path, steps: int = INPAINT_STEPS) -> dict:
+    """J["inpaint"]["trained"]: an inpainting model fine-tuned from shapes-latent-t2i (imgen.recipes.inpaint; reused
+    from CACHE/model when that run has reached `steps`, its fine-tune time in CACHE/finetune_seconds.json) on the
+    same tasks, prompts and seeds as repaint; method "trained" (one plain sampler run, the known pixels pasted)."""
+    from imgen.recipes.inpaint import finetune_inpaint
+
+    cache = Path(cache)
+    model_dir, record = cache / "model", cache / "finetune_seconds.json"
+    done = record.is_file() and json.loads(record.read_text()).get("steps") == steps
+    if not done:
+        t0, c0 = time.perf_counter(), time.process_time()
+        finetune_inpaint("shapes-latent-t2i", model_dir, steps=steps, progress=False)
+        record.write_text(json.dumps({"steps": steps, "seconds": round(time.perf_counter() - t0, 1),
+                                      "cpu_seconds": round(time.process_time() - c0, 1)}) + "\n")
+    rec = json.loads(record.read_text())
+    model = imgen.load(model_dir)
+    tasks = inpaint_tasks(n)
+    J = {**inpaint_row(model, tasks, load_evaluator("shapes-eval"), method="trained"),
+         "finetune_seconds": rec["seconds"], "finetune_cpu_seconds": rec["cpu_seconds"], "steps": steps,
+         "batch_size": model.config.data.batch_size, "model": str(model_dir), "reused": done}
+    prompts, _, inputs, holes = tasks
+    J["known_psnr_before_paste"] = round(float(np.mean([known_psnr(
+        inpaint(model, inputs[i], holes[i], prompts[i], seed=i, paste=False), inputs[i:i + 1], holes[i])
+        for i in range(min(8, n))])), 2)
+    print("trained", J, flush=True)
     return J
 
 
@@ -394,8 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="few_step: a digits-flow teacher directory (default: train the preset, ~3 min)")
     p.add_argument("--distill-steps", type=int, help="few_step: training steps per student (default 400)")
     p.add_argument("--control-adapter", help="control: a ControlNet file to measure (default: train one, ~5 min)")
-    p.add_argument("--only", choices=["inpaint", "lora", "edit", "textual_inversion", "sr", "few_step", "control"],
-                   help="run one section (inpaint: inpaint + sdedit) and keep the JSON file's other sections")
+    p.add_argument("--inpaint-cache", default="runs/bench-inpaint", help="inpaint: where the trained inpainting "
+                   "model is fine-tuned (~4 min) and reused")
+    p.add_argument("--only", choices=["inpaint", "inpaint_trained", "lora", "edit", "textual_inversion", "sr", "few_step", "control"],
+                   help="run one section (inpaint: inpaint + sdedit; inpaint_trained: J['inpaint']['trained'] "
+                        "alone) and keep the JSON file's other sections")
     return p
 
 
@@ -406,7 +450,9 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     J = json.loads(out.read_text()) if args.only and out.is_file() else {}
     if args.only in (None, "inpaint"):
-        J.update(run(n, args.method, args.jump_length, args.resample))
+        J.update(run(n, args.method, args.jump_length, args.resample, args.inpaint_cache))
+    if args.only == "inpaint_trained":
+        J.setdefault("inpaint", {})["trained"] = run_trained_inpaint(n, args.inpaint_cache)
     if args.only in (None, "lora"):
         t1 = time.perf_counter()
         J["lora"] = {**run_lora(n), "seconds": round(time.perf_counter() - t1, 1)}

@@ -180,8 +180,12 @@ def _load_additions(model, lora: tuple[str, float] | None, embedding: str | None
 
 
 def cmd_finetune(args) -> int:
+    steps = (600 if args.kind == "inpaint" else 300) if args.steps is None else args.steps
+    common = {"steps": steps, "batch_size": args.batch_size or (32 if args.kind == "inpaint" else 16),
+              "seed": args.seed, "progress": not args.quiet}
+    if args.kind == "inpaint":
+        return _finetune_inpaint(args, common)
     output_file(args.out)
-    common = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "progress": not args.quiet}
     if args.kind == "lora":
         from imgen.recipes.lora import finetune_lora
 
@@ -206,6 +210,19 @@ def cmd_finetune(args) -> int:
         what = f"the embedding of {args.word!r}"
     print(f"trained {what} to step {result['step']} (last loss {result['loss']:.4f}); wrote {args.out} "
           f"({result['adapter_bytes'] / 1024:.1f} KiB); the run is in {result['run']} (rerun to resume)")
+    return 0
+
+
+def _finetune_inpaint(args, common: dict) -> int:
+    from imgen.recipes.inpaint import finetune_inpaint
+
+    output_dir(args.out)
+    if args.data:
+        raise ImgenError("an inpainting model trains on the base's shapes scenes with holes drawn on the fly (dataset "
+                         "shapes-inpaint); drop --data")
+    result = finetune_inpaint(args.base, args.out, lr=args.lr or 5e-4, **common)
+    print(f"trained the inpainting model to step {result['step']} (last loss {result['loss']:.4f}); wrote the model "
+          f"directory {args.out} (rerun to resume); use: imgen inpaint IMAGE --mask MASK \"prompt\" --model {args.out}")
     return 0
 
 
@@ -332,9 +349,10 @@ def cmd_inpaint(args) -> int:
 
     model, image, opts = _app_inputs(args)
     mask = read_mask(args.mask, tuple(image.shape[2:]))
-    x = inpaint(model, image, mask, args.prompt, method=args.method, jump_length=args.jump_length,
+    method = args.method or ("trained" if model.is_inpainting else "repaint")
+    x = inpaint(model, image, mask, args.prompt, method=method, jump_length=args.jump_length,
                 resample=args.resample, **opts)
-    _write_images(x, args.out, args.scale, f"inpainted images ({args.method})")
+    _write_images(x, args.out, args.scale, f"inpainted images ({method})")
     return 0
 
 
@@ -525,22 +543,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("finetune", help="teach a trained model a concept from a captioned image folder (LoRA, "
                                         "textual inversion), or to follow layout maps (ControlNet)")
-    s.add_argument("kind", choices=["lora", "textual-inversion", "controlnet"],
+    s.add_argument("kind", choices=["lora", "textual-inversion", "controlnet", "inpaint"],
                    help="lora: low-rank adapters (Hu et al. 2021); textual-inversion: a new word's embedding "
-                        "(Gal et al. 2022); controlnet: ControlNet-lite on shapes label maps (Zhang et al. 2023)")
+                        "(Gal et al. 2022); controlnet: ControlNet-lite on shapes label maps (Zhang et al. 2023); "
+                        "inpaint: an inpainting model (mask + masked image as input channels, as Stable Diffusion's)")
     s.add_argument("base", help="the base model: a shipped model name or a model directory")
     s.add_argument("--data", metavar="FOLDER", help="lora, textual-inversion: PNGs with captions.jsonl "
                                                     "({\"file\": ..., \"caption\": ...} per line)")
     s.add_argument("--out", required=True, metavar="ADAPTER", help="the adapter to write, a .safetensors path "
-                                                                   "(trains in ADAPTER.run/; rerun to resume)")
-    s.add_argument("--steps", type=int, default=300, help="training steps (default 300; a rerun with more resumes)")
+                                                                   "(trains in ADAPTER.run/; rerun to resume); "
+                                                                   "inpaint: the model directory")
+    s.add_argument("--steps", type=int, help="training steps (default 300, inpaint 600; a rerun with more resumes)")
     s.add_argument("--rank", type=int, default=4, help="LoRA rank r")
     s.add_argument("--alpha", type=float, help="LoRA alpha (update scaled by alpha / r; default: r)")
     s.add_argument("--targets", default="attn,conv", help="LoRA: comma-separated attn, conv, text (default attn,conv)")
     s.add_argument("--word", help="textual inversion: the new word the captions use for the concept, e.g. zorp")
     s.add_argument("--init-word", help="textual inversion: a known word to start from, e.g. triangle")
-    s.add_argument("--lr", type=float, help="learning rate (default: 1e-3 LoRA and ControlNet, 5e-3 textual inversion)")
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--lr", type=float, help="learning rate (default: 1e-3 LoRA and ControlNet, 5e-3 textual inversion, "
+                                            "5e-4 inpaint)")
+    s.add_argument("--batch-size", type=int, help="default 16 (inpaint: 32)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_finetune)
@@ -634,7 +655,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="side to extend; repeat for two (one per axis)")
             s.add_argument("--by", type=int, help="pixels to extend (default: a quarter of the width)")
         if verb in ("inpaint", "outpaint"):
-            s.add_argument("--method", default="repaint", choices=["repaint", "replacement"])
+            s.add_argument("--method", choices=["repaint", "replacement", "trained"],
+                           help="default: trained for an inpainting model (imgen finetune inpaint), else repaint")
             s.add_argument("--jump-length", type=int, default=5, help="RePaint: sampler steps between jumps back")
             s.add_argument("--resample", type=int, default=5, help="RePaint: times each segment is run")
         else:

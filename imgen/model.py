@@ -34,6 +34,8 @@ class Model:
         self.num_classes = opts.get("num_classes")
         self.is_text = config.net.name == "text2img" or getattr(net, "text_conditional", False)
         self.is_upsampler = bool(getattr(net, "low_res_channels", None))  # SR3 / cascade stage (imgen.apps.upscale)
+        backbone = getattr(net, "backbone", net)  # an inpainting model reads cond["inpaint"] (imgen.apps.inpaint)
+        self.is_inpainting = bool(getattr(backbone, "inpaint_channels", None))
         if config.net.name == "mlp":
             self.shape = (opts.get("dim", 2),)
         else:
@@ -61,7 +63,8 @@ class Model:
                clip_x0: bool | None = None, noise: torch.Tensor | None = None, progress: bool = False,
                callback=None, cond: dict | None = None, negative: dict | None = None, guide=None,
                temperature: float | None = None, truncation: float | None = None, ts: torch.Tensor | None = None,
-               raw: bool = False, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+               raw: bool = False, top_k: int | None = None, top_p: float | None = None,
+               inpaint: torch.Tensor | None = None) -> torch.Tensor:
         """n samples (n, *shape) in [-1, 1] (points for 2D models; a latent model's are decoded to pixels).
         `steps` is the sampler's step count (NFE for first-order samplers); unset options come from the model's
         config.sample. Same seed, same machine -> same samples. `cond` is a ready condition dict (e.g. from
@@ -71,7 +74,9 @@ class Model:
         `truncation` psi pulls a StyleGAN's w toward its mean (Karras et al. 2019, sec. 5.1); a token prior
         (token_ar, maskgit) takes temperature, top_k and top_p, and `steps` is MaskGIT's decoding iterations.
         `ts` is a time grid to walk instead of make_grid(steps, grid), with `noise` the x at ts[0] (img2img,
-        RePaint's segments); raw=True returns the sampler's last x as it is: not decoded, not clipped (imgen.apps.inpaint)."""
+        RePaint's segments); raw=True returns the sampler's last x as it is: not decoded, not clipped (imgen.apps.inpaint).
+        `inpaint`: an inpainting model's condition (1 or n, ...) from inpaint_condition(image, hole); without it such a
+        model samples with the whole image as the hole (plain generation)."""
         defaults = self.config.sample
         sampler = sampler or defaults.sampler
         steps = defaults.steps if steps is None else steps
@@ -127,6 +132,13 @@ class Model:
                                  "(CLI: imgen upscale)")
             label = self._labels(n, labels)
             cond = None if label is None else {"label": label, "drop": torch.zeros(n, dtype=torch.bool)}
+        if self.is_inpainting:  # the mask and masked image ride in every condition, CFG's null one included
+            extra = {"inpaint": self._inpaint(inpaint, n)}
+            cond = {**(cond or {}), **extra}
+            negative = None if negative is None else {**negative, **extra}
+        elif inpaint is not None:
+            raise ImgenError("this is not an inpainting model; train one with `imgen finetune inpaint BASE --out DIR`, "
+                             "or inpaint with this one training-free (imgen.apps.inpaint, method repaint)")
         if cond is not None:
             den = classifier_free(den, cfg, cond, n, negative)
         if guide is not None:
@@ -198,6 +210,38 @@ class Model:
         if c.min() < -1 or c.max() > 1:
             raise ImgenError("control map values must be in [-1, 1] (imgen.images.from_uint8 converts 0..255)")
         return {"control": c.expand(count, -1, -1, -1).to(self.device)}
+
+    @torch.no_grad()
+    def inpaint_condition(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """An inpainting model's cond["inpaint"] for images (B, C, H, W) in [-1, 1] and holes (H, W) or (B, 1, H, W)
+        (1 = to fill): the hole on the sampler's grid and the masked image (a latent model: its latent), as in
+        training (imgen.methods.inpainting)."""
+        from imgen.methods.inpainting import inpaint_condition
+
+        image = torch.as_tensor(image, dtype=torch.float32).to(self.device)
+        return inpaint_condition(image, hole, self.method.encode_mean if self.latent else None)
+
+    def _inpaint(self, inpaint, n: int) -> torch.Tensor:
+        """cond["inpaint"] for n samples: the given one (1 or n rows), else everything a hole (plain generation)."""
+        if inpaint is None:
+            if getattr(self, "_all_hole", None) is None:
+                c, h, w = self.pixel_shape
+                self._all_hole = self.inpaint_condition(torch.zeros(1, c, h, w), torch.ones(h, w))
+            inpaint = self._all_hole
+        want = (self.net.backbone if hasattr(self.net, "backbone") else self.net).inpaint_channels
+        if inpaint.ndim != 4 or len(inpaint) not in (1, n) or inpaint.shape[1] != want:
+            raise ImgenError(f"inpaint condition must be (1 or {n}, {want}, h, w) from model.inpaint_condition(image, "
+                             f"hole), got {tuple(inpaint.shape)}")
+        return inpaint.expand(n, -1, -1, -1).to(self.device)
+
+    @property
+    def pixel_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of the images this model makes (a latent model's decoded size)."""
+        if not self.latent:
+            return self.shape
+        if getattr(self, "_pixel_shape", None) is None:
+            self._pixel_shape = tuple(self.method.decode(torch.zeros(1, *self.shape)).shape[1:])
+        return self._pixel_shape
 
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,8 @@ def _interleave(*rows: torch.Tensor) -> torch.Tensor:
 
 def _family(model) -> str:
     method = model.config.method.name
+    if model.is_inpainting:
+        return "inpaint"
     if model.is_text:
         return "text"
     if model.is_upsampler or hasattr(model.method, "upscale"):
@@ -147,6 +149,21 @@ def _upscale(rep: Report, model, batch: dict, n: int, seed: int):
              "(bottom), held-out scenes", nrow=n)
 
 
+def _inpaint(rep: Report, model, batch: dict, n: int, seed: int):
+    from imgen.apps.inpaint import inpaint
+
+    x, prompts = batch["image"][:n], list(batch.get("caption") or [None] * n)[:n]
+    holes = batch["mask"][:n, 0].bool() if "mask" in batch else torch.ones(len(x), *x.shape[2:], dtype=torch.bool)
+    filled = torch.cat([inpaint(model, x[i], holes[i], prompts[i], seed=seed + i) for i in range(len(x))])
+    shown = torch.where(holes[:, None].expand_as(x), torch.zeros_like(x), x)  # the hole in mid-grey
+    mask = holes[:, None].float().expand_as(x) * 2 - 1
+    rep.grid(_interleave(shown, mask, filled), "inpaint.png", "held-out scenes with a hole (top; the training "
+             "mix: boxes, the object's square, outpaint bands, everything), the mask (middle, white = fill) and "
+             "the trained model's fill under each scene's own caption (bottom; known pixels pasted exactly)", nrow=n)
+    if prompts[0] is not None:
+        rep.table([{"#": i, "prompt": p} for i, p in enumerate(prompts)], "prompts")
+
+
 def _text(rep: Report, model, batch: dict, n: int, seed: int):
     prompts = list(batch.get("caption") or [])[:n]
     if not prompts:
@@ -175,7 +192,9 @@ def write_model_report(model_dir: str | Path, out: str | Path, n: int = 8, seed:
     family = _family(model)
     batch = held_out(model, max(n, 256 if family == "autoencoder" else n))
     rep.heading("pictures")
-    if family == "text":
+    if family == "inpaint":
+        _inpaint(rep, model, batch, n, seed)
+    elif family == "text":
         _text(rep, model, batch, n, seed)
     elif family == "upscale":
         _upscale(rep, model, batch, n, seed)

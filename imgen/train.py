@@ -43,6 +43,7 @@ from imgen.distributed import Group, global_draws, world_size_from_env
 from imgen.methods import build_method
 from imgen.nn import build_net_from_config
 from imgen.nn.text import SPECIAL_TOKENS, Tokenizer
+from imgen.nn.unet import zero_extra_inputs
 
 
 EMBEDDING_METHODS = ("clip", "unclip_prior", "unclip_decoder")  # conditioned on CLIP embeddings, not class labels
@@ -230,10 +231,11 @@ class Trainer:
             raise ImgenError(f"--out {str(self.out)!r} is not empty and holds no imgen model; choose an empty or new directory")
 
     def _init_from(self, path: str):
-        """Start from another model's EMA weights (same net config), e.g. a reflow/distillation teacher."""
+        """Start from another model's EMA weights (same net config), e.g. a reflow/distillation teacher; a U-Net
+        widened by extra input channels (an inpainting net) gets zero weights on them (unet.zero_extra_inputs)."""
         weights = Path(path) / "ema.safetensors"
         try:
-            self.net.load_state_dict(load_tensors(weights))
+            self.net.load_state_dict(zero_extra_inputs(self.net, load_tensors(weights)))
         except RuntimeError as e:
             raise ImgenError(f"train.init_from={path!r}: its weights do not fit this net config ({e}); "
                              "use the teacher's net config") from None

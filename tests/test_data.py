@@ -22,7 +22,7 @@ from imgen.errors import ImgenError
 def test_list_datasets_names_every_dataset():
     assert set(list_datasets()) == {"shapes", "digits", "moons", "8gaussians", "swissroll", "checkerboard",
                                     "mnist", "fashion-mnist", "cifar10", "folder", "pairs", "shapes-pairs",
-                                    "shapes-domains", "shapes-control"}
+                                    "shapes-domains", "shapes-control", "shapes-inpaint"}
 
 
 @pytest.mark.parametrize("name", ["shapes", "digits", "moons", "8gaussians", "swissroll", "checkerboard",

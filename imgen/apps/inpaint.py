@@ -5,7 +5,13 @@
     out = inpaint(m, image, hole, prompt, method="replacement")
     out, hole = outpaint(m, image, ["left"], 8, prompt)                  # shift within the fixed canvas, fill the rest
 
-Both methods run the model's own sampler with one per-step projection (the samplers' callback hook):
+    m = imgen.load("runs/shapes-inpaint")                                 # imgen finetune inpaint shapes-latent-t2i
+    out = inpaint(m, image, hole, prompt)                                # method "trained" for an inpainting model
+
+method="trained" (the default for a trained inpainting model, imgen.recipes.inpaint): one plain sampler run of a
+model that reads the mask and the masked image as extra input channels (imgen.methods.inpainting; Stable Diffusion's
+inpainting model). An inpainting model gets that condition under repaint and replacement too.
+The training-free methods run the model's own sampler with one per-step projection (the samplers' callback hook):
 - replacement: after every step the known region is replaced by the input noised to the current level,
   x_t <- m * (alpha_t x0 + sigma_t eps) + (1 - m) * x_t (Song et al. 2021, "Score-based generative modeling
   through SDEs", app. I.2; RePaint eq. 8 with no resampling);
@@ -25,7 +31,7 @@ from imgen.apps.inputs import check_image, check_mask, from_model_space, pixel_s
 from imgen.errors import ImgenError, check_int
 from imgen.schedules import make_grid
 
-METHODS = ("repaint", "replacement")
+METHODS = ("repaint", "replacement", "trained")
 SIDES = ("left", "right", "top", "bottom")
 
 
@@ -35,15 +41,20 @@ def _coeffs(schedule, t) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def inpaint(model, image, mask, prompt: str | None = None, *, method: str = "repaint", jump_length: int = 5,
+def inpaint(model, image, mask, prompt: str | None = None, *, method: str | None = None, jump_length: int = 5,
             resample: int = 5, n: int = 1, seed: int = 0, steps: int | None = None, grid: str | None = None,
             label=None, progress: bool = False, paste: bool = True, **kwargs) -> torch.Tensor:
     """Fill the hole (`mask` True / 1) of `image` ((C, H, W) or (1, C, H, W) in [-1, 1]) with what the prompt (or
     label) asks for: (n, C, H, W) in [-1, 1], equal to `image` outside the hole. kwargs go to Model.sample
-    (sampler, cfg, eta, ...). method="repaint" costs `resample` times the sampler's evaluations. paste=False
+    (sampler, cfg, eta, ...). method: "trained" (the default for an inpainting model), "repaint" (the default
+    otherwise; costs `resample` times the sampler's evaluations) or "replacement". paste=False
     returns the decoded sample without the final paste of the known pixels (to measure what blending alone keeps)."""
+    method = method or ("trained" if model.is_inpainting else "repaint")
     if method not in METHODS:
         raise ImgenError(f"unknown inpainting method {method!r}; valid: {', '.join(METHODS)}")
+    if method == "trained" and not model.is_inpainting:
+        raise ImgenError("method 'trained' needs an inpainting model (train one: imgen finetune inpaint BASE --out "
+                         "DIR); this model inpaints training-free with method repaint or replacement")
     check_int(jump_length, "jump_length (sampler steps between RePaint's jumps back)")
     check_int(resample, "resample (times RePaint runs each segment)")
     check_int(n, "n (images)")
@@ -54,6 +65,12 @@ def inpaint(model, image, mask, prompt: str | None = None, *, method: str = "rep
     hole_z = F.adaptive_max_pool2d(hole[None, None].float(), z_known.shape[2:])
     keep = (1 - hole_z).expand_as(z_known).repeat(n, 1, 1, 1)
     z_known = z_known.repeat(n, 1, 1, 1)
+    if model.is_inpainting:  # the trained model's own condition: the hole and the masked image
+        kwargs["inpaint"] = model.inpaint_condition(x, hole)
+    if method == "trained":
+        z = run_sampler(model, prompt, n, label=label, seed=seed, steps=steps, grid=grid, raw=True,
+                        progress=progress, **kwargs)
+        return _paste(from_model_space(model, z), x, hole, paste)
 
     schedule = model.method.denoiser(model.net).schedule
     steps = model.config.sample.steps if steps is None else steps
@@ -84,7 +101,10 @@ def inpaint(model, image, mask, prompt: str | None = None, *, method: str = "rep
                 z = ratio * z + max(s_i**2 - ratio**2 * s_j**2, 0.0) ** 0.5 * torch.randn(z.shape, generator=gen)
             bar.update(1)
     bar.close()
-    out = from_model_space(model, z)
+    return _paste(from_model_space(model, z), x, hole, paste)
+
+
+def _paste(out: torch.Tensor, x: torch.Tensor, hole: torch.Tensor, paste: bool = True) -> torch.Tensor:
     if not paste:
         return out
     return torch.where(hole.expand_as(out), out, x.expand_as(out))  # known pixels stay exactly what they were

@@ -21,19 +21,13 @@ def pixel_shape(model) -> tuple[int, int, int]:
     if not ok:
         raise ImgenError(f"image-to-image applications need a diffusion or flow model of images; this is a "
                          f"{model.config.method.name!r} model of shape {model.shape}")
-    if not model.latent:
-        return tuple(model.shape)
-    if not hasattr(model, "_pixel_shape"):
-        model._pixel_shape = tuple(model.method.decode(torch.zeros(1, *model.shape)).shape[1:])
-    return model._pixel_shape
+    return tuple(model.pixel_shape)
 
 
 def to_model_space(model, x: torch.Tensor) -> torch.Tensor:
     """Images -> what the sampler walks: latents z = scale * E(x) for a latent model (LDM sec. 4.3.2; the
     posterior's mean, so the same image always gives the same latent), else x."""
-    if not model.latent:
-        return x
-    return model.method.autoencoder.encode(x).mean * model.method.scale
+    return model.method.encode_mean(x) if model.latent else x
 
 
 def from_model_space(model, z: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import inspect
 from imgen.data.base import ArrayDataset
 from imgen.data.builtin import digits
 from imgen.data.files import cifar10, fashion_mnist, image_folder, mnist
+from imgen.data.masks import ShapesInpaint
 from imgen.data.pairs import pairs
 from imgen.data.shapes import ShapesDataset
 from imgen.data.translation import ShapesControl, ShapesDomains, ShapesPairs
@@ -31,6 +32,7 @@ DATASETS = {
     "shapes-pairs": ShapesPairs,  # (label map, image) pairs for pix2pix
     "shapes-domains": ShapesDomains,  # unpaired background domains for CycleGAN
     "shapes-control": ShapesControl,  # (image, caption, label map) for ControlNet
+    "shapes-inpaint": ShapesInpaint,  # (image, caption, hole mask) for an inpainting model
 }
 
 

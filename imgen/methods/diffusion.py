@@ -6,6 +6,7 @@ import torch
 
 from imgen.denoiser import PREDICTIONS, NetDenoiser, _bcast, target
 from imgen.errors import ImgenError
+from imgen.methods.inpainting import inpaint_condition
 from imgen.schedules import Schedule, build_schedule
 
 T_SAMPLING = ("uniform", "logit_normal")
@@ -36,11 +37,14 @@ class DenoisingMethod:
     def condition(self, batch: dict, generator=None) -> dict | None:
         """The net's `cond` for a training batch, with classifier-free dropout applied."""
         keys = [k for k in ("label", "caption") if k in batch]  # each net reads the keys it was built for
+        # a ControlNet's map and an inpainting model's mask + masked image: never dropped
+        extra = {k: batch[k] for k in ("control", "inpaint") if k in batch}
+        if "mask" in batch and "inpaint" not in batch:  # a pixel inpainting model (imgen.methods.inpainting)
+            extra["inpaint"] = inpaint_condition(batch["image"], batch["mask"])
         if not keys or self.cond_drop >= 1.0:  # unconditional model
-            return None
+            return extra or None
         drop = torch.rand(len(batch[keys[0]]), generator=generator) < self.cond_drop
-        control = {"control": batch["control"]} if "control" in batch else {}  # a ControlNet's map, never dropped
-        return {**{k: batch[k] for k in keys}, "drop": drop, **control}
+        return {**{k: batch[k] for k in keys}, "drop": drop, **extra}
 
     def loss(self, net, batch: dict, generator=None) -> torch.Tensor:
         x0 = batch["image"] if "image" in batch else batch["x"]

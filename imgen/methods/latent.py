@@ -25,6 +25,7 @@ from imgen.checkpoint import atomic_write_text, copy_model_files, read_json
 from imgen.errors import ImgenError
 from imgen.methods.autoencoder import load_autoencoder
 from imgen.methods.denoising import build_denoising_method
+from imgen.methods.inpainting import inpaint_condition
 from imgen.pretrained import resolve_model_path
 
 AE_DIR = "autoencoder"  # inside the latent model's directory
@@ -136,12 +137,20 @@ class LatentMethod:
         return self._encode_raw(x, generator) * self.scale
 
     @torch.no_grad()
+    def encode_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> scale * the posterior mean of E(x): the same image always gives the same latent (LDM sec.
+        4.3.2); what image-to-image applications and an inpainting model's masked image are encoded with."""
+        return self.autoencoder.to(x.device).encode(x).mean * self.scale
+
+    @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images D(z / scale), not clipped."""
         return self.autoencoder.to(z.device).decode(z / self.scale)
 
     # -- the method interface ------------------------------------------------------------------------------
     def loss(self, net, batch: dict, generator=None) -> torch.Tensor:
+        if "mask" in batch:  # an inpainting model (imgen.methods.inpainting): mask + masked image's latent
+            batch = {**batch, "inpaint": inpaint_condition(batch["image"], batch["mask"], self.encode_mean)}
         z = self.encode(batch["image"], generator)
         return self.inner.loss(net, {**batch, "image": z}, generator)  # LDM eq. 2 (eq. 3 conditioned): the inner loss on z
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from imgen.data.masks import object_box_holes
 from imgen.data.shapes import BACKGROUND_NAMES, COLORS, EMPTY, SHAPES, render_scenes, sample_scene_attributes, \
     scene_captions, stated_attributes
 from imgen.errors import ImgenError
@@ -63,13 +64,7 @@ def inpaint_tasks(n: int, image_size: int = 32, seed: int = HELDOUT_SEED):
     other = {**a, "shape": (a["shape"] + 1 + np.arange(n) % (len(SHAPES) - 1)) % len(SHAPES),
              "color": (a["color"] + 1 + np.arange(n) % (len(COLORS) - 1)) % len(COLORS)}
     inputs = render_scenes(other, image_size, offsets=a["offset"])
-    cell = image_size / 3
-    cx = (a["pos"] % 3 + 0.5 + a["offset"][:, 0, 0]) * cell
-    cy = (a["pos"] // 3 + 0.5 + a["offset"][:, 0, 1]) * cell
-    grid = np.arange(image_size) + 0.5
-    holes = (np.abs(grid[None, None, :] - cx[:, None, None]) <= 0.8 * cell) & \
-            (np.abs(grid[None, :, None] - cy[:, None, None]) <= 0.8 * cell)
-    return prompts, truth, inputs, torch.from_numpy(holes)
+    return prompts, truth, inputs, torch.from_numpy(object_box_holes(a, image_size, 0.8))
 
 
 def score_images(images: torch.Tensor, truth: dict[str, np.ndarray], evaluator=None) -> dict[str, float]:

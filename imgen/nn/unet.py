@@ -10,6 +10,9 @@ cond["text_pooled"] (B, context_dim): cross-attention to the tokens (LDM, Rombac
 pooled vector added to the time embedding (AdaGN); dropped rows use a learned null text embedding.
 A super-resolution net (low_res_channels set) reads cond["low_res"] (B, low_res_channels, low_res_size,
 low_res_size) and cond["low_res_level"] (B,) (imgen.nn.superres.LowResConditioning; SR3, Imagen).
+An inpainting net (inpaint_channels set) reads cond["inpaint"] (B, inpaint_channels, H, W): the hole mask and the
+masked image on x's grid (imgen.methods.inpainting), concatenated after x as extra input channels (Stable
+Diffusion's inpainting model); zero_extra_inputs starts it from a base net with zero weights on those channels.
 The output has x's shape; the final conv is zero-initialized, so a fresh net outputs zeros.
 """
 from __future__ import annotations
@@ -84,6 +87,7 @@ class UNet(ConfigMixin, nn.Module):
         coord_channels: bool = False,
         low_res_channels: int | None = None,
         low_res_size: int | None = None,
+        inpaint_channels: int | None = None,
     ):
         super().__init__()
         self.save_config(locals())
@@ -112,7 +116,11 @@ class UNet(ConfigMixin, nn.Module):
         # CoordConv (Liu et al. 2018): x/y coordinate planes as extra inputs, so where things are is not left to
         # what zero padding leaks (convolutions and unembedded attention are translation-equivariant).
         self.coord_channels = bool(coord_channels)
+        if inpaint_channels is not None:
+            check_int(inpaint_channels, "UNet inpaint_channels", hint=" (1 mask channel + the image's channels)")
+        self.inpaint_channels = inpaint_channels
         extra = 2 * self.coord_channels + (low_res_channels or 0)  # SR3 sec. 2.3: low-res image as input channels
+        extra += inpaint_channels or 0  # SD inpainting: mask + masked image, last (zero_extra_inputs widens a base)
         self.conv_in = nn.Conv2d(in_channels + extra, base_channels, 3, padding=1)
         self.down = nn.ModuleList()
         skip_channels = [base_channels]
@@ -175,6 +183,8 @@ class UNet(ConfigMixin, nn.Module):
             xs = torch.linspace(-1, 1, x.shape[3], dtype=x.dtype, device=x.device)
             grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))  # (2, H, W): y, x in [-1, 1]
             x = torch.cat([x, grid.expand(x.shape[0], -1, -1, -1)], dim=1)
+        if self.inpaint_channels:
+            x = torch.cat([x, self._inpaint_input(cond, x)], dim=1)
         x = x.contiguous(memory_format=torch.channels_last)
         h = self.conv_in(x)
         skips = [h]
@@ -194,6 +204,32 @@ class UNet(ConfigMixin, nn.Module):
                 h = block(torch.cat([h, skips.pop()], dim=1), emb, text)
         out = self.conv_out(F.silu(self.norm_out(h)))
         return out.contiguous()
+
+    def _inpaint_input(self, cond: dict | None, x: torch.Tensor) -> torch.Tensor:
+        c = None if cond is None else cond.get("inpaint")
+        want = (len(x), self.inpaint_channels, *x.shape[2:])
+        if c is None or not torch.is_tensor(c) or tuple(c.shape) != want:
+            got = "nothing" if c is None else tuple(getattr(c, "shape", ()))
+            raise ImgenError(f"this is an inpainting net: cond['inpaint'] must be {want} (the hole mask and the "
+                             f"masked image, imgen.methods.inpainting.inpaint_condition), got {got}")
+        return c.to(x.dtype)
+
+
+def zero_extra_inputs(net: nn.Module, state: dict) -> dict:
+    """A base net's state dict made to fit `net`, whose U-Net conv_in takes extra input channels after the base's (an
+    inpainting net's mask and masked image): the base's weights for its own channels and zeros for the new ones, so
+    that `net` computes exactly the base's function whatever the extra inputs hold (Stable Diffusion's inpainting
+    model starts so from its text-to-image base). Other keys are returned unchanged."""
+    own, out = net.state_dict(), dict(state)
+    for key, w in state.items():
+        if not key.endswith("conv_in.weight") or key not in own or "controlnet." in key:
+            continue
+        new = own[key]
+        if new.ndim == 4 and w.ndim == 4 and new.shape[1] > w.shape[1] and new.shape[:1] + new.shape[2:] == \
+                w.shape[:1] + w.shape[2:]:
+            out[key] = torch.cat([w, torch.zeros(w.shape[0], new.shape[1] - w.shape[1], *w.shape[2:],
+                                                 dtype=w.dtype)], dim=1)
+    return out
 
 
 def _validate(in_channels, out_channels, base_channels, channel_mults, num_res_blocks, attn_resolutions,
