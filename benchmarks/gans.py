@@ -44,11 +44,23 @@ Measured (2000 steps, n = 1000; 15 min wall with training, 207 s of CPU, on 2 co
 precision 0.71, 0.45, 0.48, 0.64 at psi 1, 0.7, 0.5, 0.3 and recall 0.006, 0, 0, 0.002: the target does not hold.
 At this budget w_avg draws a navy scene with three blobs (gans_truncation.png, psi 0), so truncating first fades
 the object, then pulls samples toward that off-distribution scene; recall is ~0 at every psi.
+
+J["models"]["shapes-text-gan"] (GAN-INT-CLS, Reed et al. 2016, on 16 px one-object shapes captions): shape_adherence,
+color_adherence (and shape_color_, position_adherence) = the rates at which shapes-eval reads the prompt's shape and
+colour in one image per held-out prompt (imgen.metrics.adherence: (shape, colour) pairs and caption templates never
+trained on; shapes-eval reads the 16 px images enlarged bilinearly to its 32 px input), beside real_shape_adherence
+and real_color_adherence: the same evaluator on true renders of the same prompts at the model's size (the ceiling:
+at 16 px it reads 0.886 of the true shapes and every colour), train_seconds (wall) and train_cpu_seconds, and
+cells_shape_color_adherence (shapes-cells, an evaluator no part of the GAN saw, reading shape and colour in the
+prompt's cell); issue 12's target: shape and colour >= 0.7. --quick reuses OUT/shapes-text-gan when a full run
+trained it.
+    OMP_NUM_THREADS=1 python benchmarks/gans.py --only text_gan      # just this row, other keys kept
 """
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -65,7 +77,7 @@ from imgen.digits_check import _to_digits_space, digits_quality
 from imgen.apps.translate import translate
 from imgen.apps.upscale import bicubic, upscale
 from imgen.images import adapt_images
-from imgen.metrics.adherence import READ, adherence_scenes, score_images
+from imgen.metrics.adherence import READ, adherence_prompts, adherence_scenes, score_images
 from imgen.metrics.diversity import diversity_ratio, mode_collapse_warning
 from imgen.metrics.evaluate import evaluate, tensor_source
 from imgen.metrics.evaluators import load_evaluator
@@ -78,6 +90,7 @@ from imgen.train import train_preset
 
 GANS = ("digits-dcgan", "digits-cgan", "digits-wgan-gp")
 REFERENCE = "digits-flow"
+TEXT_GAN = "shapes-text-gan"
 QUICK_STEPS, QUICK_N = 100, 300
 RESULTS = Path(__file__).resolve().parent / "results" / "gans.json"
 PSIS = (1.0, 0.7, 0.5, 0.3)
@@ -103,7 +116,7 @@ def judge(model, n: int, seed: int, real: dict, real_feats: torch.Tensor, svc: S
 
 def gan_diagnostics(out: Path) -> dict:
     last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
-    keys = ("loss_discriminator", "loss_generator", "d_real_acc", "d_fake_acc", "gp_grad_norm")
+    keys = ("loss_discriminator", "loss_generator", "d_real_acc", "d_fake_acc", "d_wrong_acc", "gp_grad_norm")
     return {f"last_{k}": round(last[k], 4) for k in keys if k in last}
 
 
@@ -201,6 +214,48 @@ def truncation(out: Path, steps: int | None, n: int, seed: int, pictures: Path |
     return {"truncation": rows, "truncation_run": run}
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def text_gan(out: Path, steps: int | None, n: int, seed: int) -> dict:
+    """J["models"]["shapes-text-gan"]: the text GAN trained (or reused) in out/, read by shapes-eval on n held-out
+    prompts (imgen.metrics.adherence: held-out (shape, colour) pairs and caption templates), one image each."""
+    folder, tic = out / TEXT_GAN, _cpu_seconds()
+    seconds = train_preset(TEXT_GAN, folder, steps)
+    cpu, record = _cpu_seconds() - tic, folder / "cpu_s.json"
+    if cpu > 1 or not record.is_file():  # trained (or resumed) now: summed over runs, as train_preset's wall time
+        cpu += json.loads(record.read_text())["cpu_s"] if record.is_file() else 0.0
+        record.write_text(json.dumps({"cpu_s": round(cpu, 1)}) + "\n")
+    model = imgen.load(folder)
+    prompts, truth = adherence_prompts(n)
+    a = adherence_scenes(n)
+    tic = time.perf_counter()  # one image per prompt, as imgen.metrics.adherence.adherence draws them
+    x = torch.cat([model.generate(prompts[i:i + 100], seed=seed + i) for i in range(0, n, 100)])
+    gen_seconds = round(time.perf_counter() - tic, 2)
+    rates = score_images(x, truth)
+    row = {"preset": TEXT_GAN, "shape_adherence": round(rates["shape"], 4), "color_adherence": round(rates["color"], 4),
+           "shape_color_adherence": round(rates["shape_color"], 4), "position_adherence": round(rates["pos"], 4),
+           "train_seconds": seconds, "train_cpu_seconds": json.loads(record.read_text())["cpu_s"],
+           "steps": json.loads((folder / "train_state.json").read_text())["step"], "n": n, "image_size":
+           model.shape[-1], "generate_seconds": gen_seconds, **gan_diagnostics(folder)}
+    real = score_images(render_scenes(a, model.shape[-1], offsets=a["offset"]), truth)
+    row.update(real_shape_adherence=round(real["shape"], 4), real_color_adherence=round(real["color"], 4),
+               cells_shape_color_adherence=cells_read(x, a))  # shapes-cells: an evaluator no GAN part ever saw
+    row["target_shape_and_color_ge_0.7"] = row["shape_adherence"] >= 0.7 and row["color_adherence"] >= 0.7
+    return row
+
+
+def _text_gan(args, out: Path, steps: int | None, n: int) -> dict:
+    full = Path(args.out) / TEXT_GAN / "train_state.json"
+    if args.quick and full.is_file() and json.loads(full.read_text())["step"] >= get_preset(TEXT_GAN).train.steps:
+        out, steps = Path(args.out), None  # a full run's model, reused (100 GAN steps draw no shapes)
+    row = text_gan(out, steps, n, args.seed)
+    print(json.dumps({TEXT_GAN: row}), file=sys.stderr, flush=True)
+    return {**row, "quick": args.quick}
+
+
 def _background(b: dict) -> torch.Tensor:
     """Each scene's bare background (what a label map's B channel states with no model at all)."""
     bgs = torch.tensor(list(BACKGROUNDS.values()), dtype=torch.float32) / 127.5 - 1
@@ -224,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} training steps per model, n={QUICK_N}")
     p.add_argument("--json", default=None, help=f"where to write the result (default without --quick: {RESULTS})")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", choices=["translation", "srgan", "truncation"],
+    p.add_argument("--only", choices=["translation", "srgan", "truncation", "text_gan"],
                    help="measure only this part; the JSON's other keys are kept")
     return p
 
@@ -239,6 +294,11 @@ def main(argv=None) -> dict:
         if args.only in ("translation", "srgan"):
             result["translation"] = {**_translation_keys(args, result, out, steps, n), "quick": args.quick, "n": n,
                                      "seconds": round(time.perf_counter() - tic, 1)}
+        elif args.only == "text_gan":
+            row = _text_gan(args, out, steps, n)
+            if path is not None and path.is_file():  # re-read: another --only run may have written meanwhile
+                result = json.loads(path.read_text())
+            result.setdefault("models", {})[TEXT_GAN] = row
         else:
             part = _truncation(args, out, steps, n, path)
             part["truncation_run"]["seconds"] = round(time.perf_counter() - tic, 1)
@@ -248,6 +308,9 @@ def main(argv=None) -> dict:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(result, indent=1) + "\n")
+        if args.only == "text_gan":
+            print(json.dumps({TEXT_GAN: result["models"][TEXT_GAN]}, indent=1))
+            return result
         part = "translation" if args.only == "srgan" else args.only
         print(json.dumps({k: result[k] for k in result if k.startswith(part)}, indent=1))
         return result
@@ -275,6 +338,7 @@ def main(argv=None) -> dict:
                          "cgan_diversity_ratio_ge_0.7": cgan["diversity_ratio"] >= 0.7,
                          "cgan_fid_within_2x_flow": cgan["fid"] <= 2 * flow["fid"],
                          "cgan_fid_over_flow_fid": round(cgan["fid"] / flow["fid"], 3)}
+    result["models"][TEXT_GAN] = _text_gan(args, out, steps, n)
     result["translation"] = translation(out, steps, n, args.seed)
     result.update(_truncation(args, out, steps, n, path))
     result["seconds"] = round(time.perf_counter() - tic, 1)

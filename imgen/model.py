@@ -43,6 +43,9 @@ class Model:
 
     def _labels(self, n: int, labels) -> torch.Tensor | None:
         if self.num_classes is None:
+            if labels is not None and self.is_text:
+                raise ImgenError("this is a text-to-image model: it takes prompts, not labels; use generate(prompts) "
+                                 "(CLI: imgen generate \"a red circle\" --model DIR)")
             if labels is not None:
                 raise ImgenError("this model is unconditional; sample it without labels")
             return None

@@ -1,9 +1,9 @@
 """`imgen report DIR`: one HTML page of pictures for any trained model directory, the ones its family is taught
 with: samples (a row per class), flow samples at several temperatures, a StyleGAN's truncation strip and style
 mixing, an autoencoder's reconstructions, interpolations, colour attribute edit and 2-D latent map, a tokenizer's
-reconstructions, a translator's before/after, an upsampler's low-res / bicubic / upscaled / truth, and a text
-model's prompts beside their images. Inputs are items the model was not trained on (the test split, or another
-seed of a generated dataset). Beside them: the config, the loss curve and the model's metrics.json.
+reconstructions, a translator's before/after, an upsampler's low-res / bicubic / upscaled / truth, a text
+model's prompts beside their images (a text GAN's: several per prompt, and a caption interpolation). Inputs are
+items the model was not trained on (the test split, or another seed of a generated dataset). Beside them: the config, the loss curve and the model's metrics.json.
 """
 from __future__ import annotations
 
@@ -168,9 +168,24 @@ def _text(rep: Report, model, batch: dict, n: int, seed: int):
     prompts = list(batch.get("caption") or [])[:n]
     if not prompts:
         return
+    if model.config.method.name == "gan":  # one pass per image: several samples per prompt cost little
+        _text_gan(rep, model, prompts, n, seed)
+        return
     x = model.generate(prompts, seed=seed)
     rep.grid(x, "prompts.png", "one image per held-out prompt, in the order of the table below", nrow=min(n, 8))
     rep.table([{"#": i, "prompt": p} for i, p in enumerate(prompts)], "prompts")
+
+
+def _text_gan(rep: Report, model, prompts: list[str], n: int, seed: int):
+    from imgen.plots import text_interpolation_strip
+
+    x = model.generate(prompts, n=n, seed=seed)  # the n images of each prompt together: one row per prompt
+    rep.grid(x, "prompts.png", f"{n} samples (different z) per held-out prompt, one row per prompt in the order of "
+             "the table below", nrow=n)
+    rep.table([{"row": i, "prompt": p} for i, p in enumerate(prompts)], "prompts")
+    a, b = prompts[0], next((p for p in prompts[1:] if p != prompts[0]), prompts[0])
+    rep.figure(text_interpolation_strip(model, a, b, seed=seed), "text_interpolation.png",
+               "GAN-INT: the same z drawn from text features interpolated between two prompts' (Reed et al. 2016)")
 
 
 def write_model_report(model_dir: str | Path, out: str | Path, n: int = 8, seed: int = 0) -> Path:

@@ -174,6 +174,24 @@ def truncation_strip(model, psis=(1.0, 0.7, 0.5, 0.3, 0.0), n: int = 6, seed: in
 
 
 @torch.no_grad()
+def text_interpolation_strip(model, prompt_a: str, prompt_b: str, steps: int = 8, n: int = 4, seed: int = 0):
+    """GAN-INT's picture (Reed et al. 2016, sec. 5.4, sentence interpolation): one row per z, one column per a in
+    [0, 1]: the same z drawn from the text feature t = (1 - a) t(prompt_a) + a t(prompt_b) of a text GAN."""
+    if model.config.method.name != "gan" or not getattr(model.net, "text_conditional", False):
+        raise ImgenError("a text interpolation strip needs a text GAN (net text_gan); this model is a "
+                         f"{model.config.net.name} ({model.config.method.name})")
+    check_int(steps, "text_interpolation_strip steps", minimum=2)
+    check_int(n, "text_interpolation_strip n")
+    t = model.net.encode([prompt_a, prompt_b])["text_pooled"].to(model.device)
+    alphas = torch.linspace(0, 1, steps)
+    cols = [model.sample(n, cond={"text_pooled": ((1 - a) * t[0] + a * t[1]).expand(n, -1)}, seed=seed)
+            for a in alphas]  # one seed: the same z in each column
+    tiles = torch.stack(cols, 1).flatten(0, 1)  # (n * steps, C, H, W), row-major
+    return _tile_figure(tiles, steps, f"text interpolation, the same z: {prompt_a!r} -> {prompt_b!r}",
+                        [f"{float(a):.2f}" for a in alphas])
+
+
+@torch.no_grad()
 def style_mixing_grid(model, n: int = 5, coarse_layers: int = 3, truncation: float = 1.0, seed: int = 0):
     """StyleGAN fig. 3: the top row is source B, the left column source A; cell (i, j) takes its first
     `coarse_layers` ws (default 3: the 4x4 and 8x8 layers) from B_j and the rest (fine styles) from A_i.

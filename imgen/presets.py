@@ -399,6 +399,29 @@ def shapes_stylegan() -> Config:
     )
 
 
+def shapes_text_gan() -> Config:
+    """Text-conditional GAN (GAN-INT-CLS, Reed et al. 2016) on 16px one-object shapes scenes: a DCGAN generator and a
+    projection discriminator with spectral norm, conditioned on the frozen text tower of the shipped shapes-clip (its
+    pooled caption feature); the matching-aware discriminator (a real image with the wrong caption is a negative) and
+    the interpolated-caption generator term. D adds a projection head on the frozen shapes-clip image tower
+    (clip_discriminator; Projected GANs, Sauer et al. 2021). Hinge loss, Adam (0, 0.9) as in SNGAN.
+    1600 steps at batch 32: 277 s of CPU on one thread (942 s wall on 2 cores shared with ~8 jobs); on 1,000 held-out
+    prompts shapes-eval reads colour 0.934, position 0.999, shape 0.589 (true 16 px renders: 0.886). Without the
+    CLIP image head: shape 0.39, colour 0.95; wrong captions from twins=true: shape 0.55, position 0.91.
+    `imgen generate "a red circle" --model DIR`."""
+    return Config(
+        description="text-conditional GAN (GAN-INT-CLS: matching-aware D, text interpolation) on 16x16 shapes, "
+                    "frozen shapes-clip text tower, D on its image tower too",
+        data=DataConfig("shapes", {"image_size": 16, "max_objects": 1, "split": "train"}, batch_size=32),
+        net=NetConfig("text_gan", {"latent_dim": 32, "g_channels": 32, "d_channels": 32, "g_norm": "batch",
+                                   "d_norm": "none", "spectral_norm": True, "encoder_init": "shapes-clip",
+                                   "clip_discriminator": True}),
+        method=MethodConfig("gan", {"loss": "hinge", "matching_aware": True, "interpolation": 1.0}),
+        train=TrainConfig(steps=1600, lr=5e-4, betas=[0.0, 0.9], warmup=0, grad_clip=0.0, ema_decay=0.99,
+                          ckpt_every=250, log_every=20),
+    )
+
+
 def mnist_flow() -> Config:
     """Class-conditional flow matching on MNIST (28x28): `imgen data download mnist --to DIR`, then
     `imgen train mnist-flow --data-path DIR`. Sized for several processes or a GPU rather than 2 cores."""
@@ -526,6 +549,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "digits-cgan": digits_cgan,
     "digits-wgan-gp": digits_wgan_gp,
     "shapes-stylegan": shapes_stylegan,
+    "shapes-text-gan": shapes_text_gan,
     "shapes-pix2pix": shapes_pix2pix,
     "shapes-cyclegan": shapes_cyclegan,
     "mnist-flow": mnist_flow,

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from imgen.checkpoint import atomic_write_text, load_tensors, save_tensors
+from imgen.checkpoint import atomic_write_text, load_tensors, read_json, save_tensors
 from imgen.config import Config, apply_overrides, config_from_dict, load_config, save_config
 from imgen.errors import ImgenError
 from imgen.data.base import caption_corpus
@@ -71,7 +71,7 @@ def resolve_config(config: Config, dataset) -> Config:
         opts.setdefault("image_size", size)
     if config.net.name == "clip" and not opts.get("vocab"):  # CLIP's tokenizer: the words of the captions
         opts["vocab"] = Tokenizer.from_corpus(caption_corpus(dataset)).itos[len(SPECIAL_TOKENS):]
-    elif config.net.name == "text2img":  # conditioned on captions, not class labels
+    elif config.net.name in ("text2img", "text_gan"):  # conditioned on captions, not class labels
         if opts.get("encoder_init"):  # a pretrained CLIP text tower: its vocabulary and architecture
             from imgen.nn.text2img import clip_text_options
             from imgen.pretrained import resolve_model_path
@@ -82,6 +82,8 @@ def resolve_config(config: Config, dataset) -> Config:
                                  f"directory written by CLIP.save (e.g. from imgen.recipes.clip.train_clip)")
             opts["encoder_init"] = str(Path(opts["encoder_init"]).resolve())
             opts.update(clip_text_options(opts["encoder_init"]))
+            if opts.get("clip_discriminator"):  # a text GAN's D on the same CLIP's image tower: its architecture
+                opts.setdefault("image_encoder", read_json(Path(opts["encoder_init"]) / "config.json")["image_encoder"])
         elif opts.get("encoder", "transformer") == "transformer" and not opts.get("vocab"):
             opts["vocab"] = Tokenizer.from_corpus(caption_corpus(dataset)).itos[len(SPECIAL_TOKENS):]
     elif (getattr(dataset, "num_classes", None) and method_opts.get("cond_drop", 0.1) < 1.0

@@ -25,6 +25,7 @@ FAMILIES = {
     "digits-realnvp": ({"hidden": 8}, ["samples.png", "temperatures.png"]),
     "digits-glow": ({"hidden": 8, "steps": 2}, ["samples.png", "temperatures.png"]),
     "shapes-stylegan": ({"g_channels": 8, "d_channels": 8}, ["samples.png", "truncation.png", "style_mixing.png"]),
+    "shapes-text-gan": ({"g_channels": 8, "d_channels": 8}, ["prompts.png", "text_interpolation.png"]),
     "shapes-vqvae": ({}, ["reconstructions.png"]),
     "shapes-pix2pix": ({"g_channels": 4, "d_channels": 4}, ["translation.png"]),
     "shapes-cyclegan": ({"g_channels": 4, "d_channels": 4}, ["translation_ab.png", "translation_ba.png"]),

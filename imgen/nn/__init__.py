@@ -14,7 +14,7 @@ from imgen.nn.classifier import evaluator_net
 from imgen.nn.clip import clip_net
 from imgen.nn.dit import DiT, dit_s, dit_tiny
 from imgen.nn.flow import Glow, RealNVP
-from imgen.nn.gan import GAN
+from imgen.nn.gan import GAN, TextGAN
 from imgen.nn.srgan import SRGAN
 from imgen.nn.stylegan import StyleGAN
 from imgen.nn.layers import check_kwargs
@@ -34,6 +34,7 @@ NETS["evaluator"] = evaluator_net  # imgen's evaluator classifiers (method attri
 NETS.update(realnvp=RealNVP, glow=Glow)  # normalizing flows (method normalizing_flow)
 NETS["vqvae"] = VQAutoencoder  # VQ-VAE / VQGAN tokenizers (methods vqvae, vqgan)
 NETS["gan"] = GAN  # generator + discriminator (method gan)
+NETS["text_gan"] = TextGAN  # a GAN conditioned on a frozen CLIP text tower (method gan, GAN-INT-CLS)
 NETS["stylegan"] = StyleGAN  # StyleGAN-lite generator + discriminator (method gan)
 NETS["pix2pix"] = Pix2Pix  # U-Net generator + conditional PatchGAN (method pix2pix)
 NETS["cyclegan"] = CycleGAN  # two generators + two PatchGANs (method cyclegan)

@@ -1,21 +1,33 @@
 """GAN nets (the losses are in imgen.methods.gan_losses, the method in imgen.methods.gan).
 
-    DCGANGenerator       z (+ class embedding) -> 4x4 -> stride-2 transposed convs -> tanh image (Radford et al. 2016)
-    DCGANDiscriminator   stride-2 convs with LeakyReLU(0.2) -> one logit; optional projection of the class
+    DCGANGenerator       z (+ class or text embedding) -> 4x4 -> stride-2 transposed convs -> tanh image (Radford
+                         et al. 2016)
+    DCGANDiscriminator   stride-2 convs with LeakyReLU(0.2) -> one logit; optional projection of the class or text
                          embedding (Miyato & Koyama 2018, eq. 3), spectral norm (Miyato et al. 2018) and a
                          minibatch-stddev feature (Karras et al. 2018, sec. 3) against mode collapse
     GAN                  one module holding `generator` and `discriminator`, so the Trainer builds, EMAs and
                          checkpoints both; the method gives each its own optimizer
+    TextGAN              a GAN conditioned on a frozen text encoder's pooled caption feature (GAN-INT-CLS, Reed et
+                         al. 2016; the matching-aware loss and the interpolation are imgen.methods.gan's)
+
+A condition `y` is class ids (B,) int64 (num_classes) or a continuous embedding (B, cond_dim) such as a text feature.
 """
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from imgen.checkpoint import load_tensors, read_json
 from imgen.errors import ImgenError, check_int
+from imgen.images import adapt_images
 from imgen.nn.discriminator import spectral_normed
+from imgen.nn.image_encoder import ImageEncoder
+from imgen.nn.text import check_prompts, encode_prompts
+from imgen.nn.text2img import build_text_transformer
 
 G_NORMS = ("batch", "none")
 D_NORMS = ("batch", "layer", "none")  # WGAN-GP's critic must not batch-normalise (Gulrajani et al. sec. 4)
@@ -47,21 +59,38 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def condition_embedding(num_classes: int | None, cond_dim: int | None, dim: int) -> nn.Module | None:
+    """A class embedding table, or for a continuous condition (a text feature) a linear map to `dim` with a
+    LeakyReLU(0.2) (Reed et al. 2016, sec. 4: the text feature is compressed by a fully connected layer and a leaky
+    ReLU before it joins z); None when unconditional."""
+    if num_classes and cond_dim:
+        raise ImgenError("a GAN is conditioned on class labels (num_classes) or on an embedding (cond_dim), not both")
+    if num_classes:
+        return nn.Embedding(num_classes, dim)
+    return nn.Sequential(nn.Linear(cond_dim, dim), nn.LeakyReLU(0.2)) if cond_dim else None
+
+
+def _check_condition(y: torch.Tensor | None, what: str) -> None:
+    if y is None:
+        raise ImgenError(f"this {what} is conditional; give labels (a class GAN) or text (a text GAN)")
+
+
 class DCGANGenerator(nn.Module):
-    """z (B, latent_dim) [, labels (B,)] -> images (B, C, S, S) in [-1, 1]. A conditional generator appends a
-    learned class embedding to z (Mirza & Osindero 2014). Widths halve per x2 step, ending at base_channels."""
+    """z (B, latent_dim) [, y] -> images (B, C, S, S) in [-1, 1]. A conditional generator appends a learned class
+    embedding (Mirza & Osindero 2014), or the compressed text feature (Reed et al. 2016, sec. 4), to z. Widths
+    halve per x2 step, ending at base_channels."""
 
     def __init__(self, latent_dim: int, out_channels: int, image_size: int, base_channels: int = 64,
-                 num_classes: int | None = None, norm: str = "batch"):
+                 num_classes: int | None = None, norm: str = "batch", cond_dim: int | None = None):
         super().__init__()
         levels = _levels(image_size)
         if norm not in G_NORMS:
             raise ImgenError(f"generator norm (net option g_norm) must be one of {', '.join(G_NORMS)}, got {norm!r}")
         self.latent_dim, self.num_classes = latent_dim, num_classes
-        self.embed = nn.Embedding(num_classes, latent_dim) if num_classes else None
+        self.embed = condition_embedding(num_classes, cond_dim, latent_dim)
         norm_fn = (lambda c: nn.BatchNorm2d(c)) if norm == "batch" else (lambda c: nn.Identity())
         ch = base_channels * 2 ** levels
-        in_dim = latent_dim * (2 if num_classes else 1)
+        in_dim = latent_dim * (2 if self.embed is not None else 1)
         self.project = nn.Sequential(nn.Linear(in_dim, ch * 16), nn.Unflatten(1, (ch, 4, 4)), norm_fn(ch), nn.ReLU())
         blocks: list[nn.Module] = []
         for _ in range(levels):  # DCGAN: fractionally-strided 4x4 convs, BN, ReLU
@@ -73,19 +102,20 @@ class DCGANGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, generator=None) -> torch.Tensor:
         if self.embed is not None:  # (`generator` is unused: a DCGAN draws nothing beyond z)
-            if labels is None:
-                raise ImgenError("this generator is class-conditional; give labels")
+            _check_condition(labels, "generator")
             z = torch.cat([z, self.embed(labels)], 1)
         return self.blocks(self.project(z))
 
 
 class DCGANDiscriminator(nn.Module):
-    """images (B, C, S, S) [, labels (B,)] -> logits (B,). Stride-2 4x4 convs with LeakyReLU(0.2) down to 4x4
-    (no norm on the first, Radford et al. sec. 3), features phi(x) = the global sum of the last map, then
-    f(x, y) = psi(phi(x)) + <embed(y), phi(x)> (the projection discriminator, Miyato & Koyama 2018, eq. 3)."""
+    """images (B, C, S, S) [, y] -> logits (B,). Stride-2 4x4 convs with LeakyReLU(0.2) down to 4x4 (no norm on
+    the first, Radford et al. sec. 3), features phi(x) = the global sum of the last map, then
+    f(x, y) = psi(phi(x)) + <embed(y), phi(x)> (the projection discriminator, Miyato & Koyama 2018, eq. 3; for a
+    text feature y, embed(y) is its compression, as the class embedding's V for one-hot y)."""
 
     def __init__(self, in_channels: int, image_size: int, base_channels: int = 64, num_classes: int | None = None,
-                 norm: str = "batch", spectral_norm: bool = False, minibatch_std: bool = False):
+                 norm: str = "batch", spectral_norm: bool = False, minibatch_std: bool = False,
+                 cond_dim: int | None = None):
         super().__init__()
         levels = _levels(image_size)
         self.minibatch_std = minibatch_std
@@ -106,7 +136,7 @@ class DCGANDiscriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         ch += int(minibatch_std)
         self.linear = nn.Linear(ch, 1)  # psi
-        self.embed = nn.Embedding(num_classes, ch) if num_classes else None  # the projection's V
+        self.embed = condition_embedding(num_classes, cond_dim, ch)  # the projection's V
         dcgan_init(self)
         if spectral_norm:
             spectral_normed(self)
@@ -116,8 +146,7 @@ class DCGANDiscriminator(nn.Module):
         phi = (minibatch_stddev(h) if self.minibatch_std else h).sum((2, 3))  # (B, ch), SNGAN's global sum pooling
         out = self.linear(phi).squeeze(1)
         if self.embed is not None:
-            if labels is None:
-                raise ImgenError("this discriminator is class-conditional; give labels")
+            _check_condition(labels, "discriminator")
             out = out + (self.embed(labels) * phi).sum(1)  # Miyato & Koyama eq. 3: y^T V phi(x)
         return out
 
@@ -129,7 +158,8 @@ class GAN(nn.Module):
 
     def __init__(self, in_channels: int = 1, image_size: int = 8, num_classes: int | None = None,
                  latent_dim: int = 64, g_channels: int = 64, d_channels: int = 64, g_norm: str = "batch",
-                 d_norm: str = "batch", spectral_norm: bool = False, minibatch_std: bool = False):
+                 d_norm: str = "batch", spectral_norm: bool = False, minibatch_std: bool = False,
+                 cond_dim: int | None = None):
         super().__init__()
         for value, name in ((in_channels, "in_channels"), (latent_dim, "latent_dim"), (g_channels, "g_channels"),
                             (d_channels, "d_channels")):
@@ -137,6 +167,86 @@ class GAN(nn.Module):
         if num_classes is not None:
             check_int(num_classes, "gan num_classes", minimum=2)
         self.latent_dim, self.num_classes = latent_dim, num_classes
-        self.generator = DCGANGenerator(latent_dim, in_channels, image_size, g_channels, num_classes, g_norm)
+        self.generator = DCGANGenerator(latent_dim, in_channels, image_size, g_channels, num_classes, g_norm, cond_dim)
         self.discriminator = DCGANDiscriminator(in_channels, image_size, d_channels, num_classes, d_norm,
-                                                spectral_norm, minibatch_std)
+                                                spectral_norm, minibatch_std, cond_dim)
+
+
+class TextGAN(GAN):
+    """GAN-INT-CLS's nets (Reed et al. 2016): the DCGAN generator and the projection discriminator, both conditioned
+    on the pooled caption feature of a frozen text encoder (eos token, dim D) — the text tower of a CLIP trained on
+    the same captions and images (encoder_init, e.g. the shipped shapes-clip; Reed et al. likewise pre-train their
+    text encoder with a joint image-text objective and keep it fixed while the GAN trains). Options: vocab, max_len
+    and encoder_options (training fills them from encoder_init's CLIP), then the GAN's. encode(prompts) returns
+    {"text", "text_mask", "text_pooled"} as TextToImageNet.encode does, so imgen.Model.generate drives it.
+
+    With clip_discriminator=true, D also scores the same CLIP's frozen image-tower embedding of the image with a
+    second projection head (a discriminator on fixed pretrained features, Sauer et al. 2021, Projected GANs): D's
+    logit is the sum of the pixel head's and the feature head's (TextGANDiscriminator)."""
+
+    text_conditional = True
+
+    def __init__(self, in_channels: int = 3, image_size: int = 16, vocab: list | None = None, max_len: int = 32,
+                 encoder_options: dict | None = None, encoder_init: str = "", latent_dim: int = 64,
+                 g_channels: int = 64, d_channels: int = 64, g_norm: str = "batch", d_norm: str = "none",
+                 spectral_norm: bool = True, minibatch_std: bool = False, clip_discriminator: bool = False,
+                 image_encoder: dict | None = None):
+        tokenizer, encoder = build_text_transformer(vocab, encoder_options, max_len, encoder_init, freeze=True,
+                                                    what="text_gan")
+        super().__init__(in_channels, image_size, None, latent_dim, g_channels, d_channels, g_norm, d_norm,
+                         spectral_norm, minibatch_std, cond_dim=encoder.dim)
+        self.tokenizer, self.text_encoder = tokenizer, encoder  # frozen: neither player's optimizer holds it
+        if clip_discriminator:
+            tower = clip_image_tower(encoder_init, image_encoder)
+            features = FeatureProjectionHead(tower, encoder.dim, 4 * d_channels)
+            if spectral_norm:
+                spectral_normed(features.head)
+            self.discriminator = TextGANDiscriminator(self.discriminator, features)
+
+    def encode(self, prompts) -> dict:
+        """{"text": (B, L, D), "text_mask": (B, L) bool, "text_pooled": (B, D)} of the prompts (no gradient)."""
+        with torch.no_grad():
+            tokens, mask, pooled = encode_prompts(check_prompts(prompts), self.text_encoder, self.tokenizer)
+        return {"text": tokens, "text_mask": mask, "text_pooled": pooled}
+
+
+def clip_image_tower(clip_dir: str, options: dict | None = None) -> nn.Module:
+    """The frozen image encoder of the CLIP in `clip_dir` (options: its ImageEncoder config, read from the directory
+    when not given; at load time the model's state dict brings the weights)."""
+    found = bool(clip_dir) and (Path(clip_dir) / "config.json").is_file()
+    if options is None and not found:
+        raise ImgenError("clip_discriminator needs the CLIP of encoder_init (its image tower); give encoder_init as a "
+                         "CLIP directory such as the shipped shapes-clip, or its image_encoder options")
+    tower = ImageEncoder(**(options or read_json(Path(clip_dir) / "config.json")["image_encoder"]))
+    if found:
+        state = load_tensors(Path(clip_dir) / "model.safetensors")
+        tower.load_state_dict({k[len("image_encoder."):]: v for k, v in state.items() if k.startswith("image_encoder.")})
+    return tower.requires_grad_(False)
+
+
+class FeatureProjectionHead(nn.Module):
+    """images (B, C, S, S), y (B, cond_dim) -> logits (B,): a frozen image encoder's embedding e(x) (resized to its
+    input size), h = LeakyReLU(W e(x)), then psi(h) + <V y, h> (the projection, Miyato & Koyama eq. 3)."""
+
+    def __init__(self, tower: nn.Module, cond_dim: int, hidden: int):
+        super().__init__()
+        self.tower = tower
+        self.head = nn.ModuleDict({"hidden": nn.Linear(tower.dim, hidden), "linear": nn.Linear(hidden, 1),
+                                   "embed": nn.Linear(cond_dim, hidden)})
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _check_condition(y, "discriminator")
+        h = F.leaky_relu(self.head["hidden"](self.tower(adapt_images(x, self.tower.in_channels,
+                                                                      self.tower.image_size))), 0.2)
+        return self.head["linear"](h).squeeze(1) + (self.head["embed"](y) * h).sum(1)
+
+
+class TextGANDiscriminator(nn.Module):
+    """The pixel discriminator's logit plus the feature head's: D(x, y) = D_pixel(x, y) + D_features(x, y)."""
+
+    def __init__(self, pixel: nn.Module, features: FeatureProjectionHead):
+        super().__init__()
+        self.pixel, self.features = pixel, features
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.pixel(x, labels) + self.features(x, labels)

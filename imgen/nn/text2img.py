@@ -47,6 +47,26 @@ def load_clip_text_tower(encoder: TextTransformer, clip_dir: str | Path) -> None
     except RuntimeError as e:
         raise ImgenError(f"the text tower of the CLIP in {str(clip_dir)!r} does not fit this text encoder ({e}); "
                          f"take vocab/encoder_options/max_len from it (imgen.nn.text2img.clip_text_options)") from None
+
+
+def build_text_transformer(vocab: list | None, encoder_options: dict | None, max_len: int, encoder_init: str = "",
+                           freeze: bool = False, what: str = "text2img") -> tuple[Tokenizer, TextTransformer]:
+    """(Tokenizer, TextTransformer) over `vocab`; with encoder_init a CLIP directory, its text tower's trained
+    weights (at load time the model's own state dict brings them); `freeze` stops its gradients."""
+    if not vocab:
+        raise ImgenError(f"{what} with encoder='transformer' needs a vocabulary (net option 'vocab'); training fills "
+                         "it from the dataset's captions (or from encoder_init's CLIP) — train on a captioned dataset")
+    tokenizer = Tokenizer(vocab)
+    opts = dict(encoder_options or {})
+    check_kwargs(TextTransformer, {"vocab_size": 0, **opts}, f"{what} encoder_options")
+    encoder = TextTransformer(tokenizer.vocab_size, max_len=max_len, **opts)
+    if encoder_init and Path(encoder_init).is_dir():
+        load_clip_text_tower(encoder, encoder_init)
+    if freeze:
+        encoder.requires_grad_(False)
+    return tokenizer, encoder
+
+
 ENCODERS = ("transformer", "minilm")
 
 
@@ -65,17 +85,9 @@ class TextToImageNet(ConfigMixin, nn.Module):
             raise ImgenError(f"unknown text encoder {encoder!r}; valid: {', '.join(ENCODERS)}")
         enc_opts = dict(encoder_options or {})
         if encoder == "transformer":
-            if not vocab:
-                raise ImgenError("text2img with encoder='transformer' needs a vocabulary (net option 'vocab'); "
-                                 "training fills it from the dataset's captions — train on a captioned dataset")
-            self.tokenizer = Tokenizer(vocab)
-            check_kwargs(TextTransformer, {"vocab_size": 0, **enc_opts}, "text2img encoder_options")
-            self.text_encoder = TextTransformer(self.tokenizer.vocab_size, max_len=max_len, **enc_opts)
+            self.tokenizer, self.text_encoder = build_text_transformer(vocab, enc_opts, max_len, encoder_init,
+                                                                       freeze_encoder)
             context_dim = self.text_encoder.dim
-            if encoder_init and Path(encoder_init).is_dir():  # at load time the state dict brings the weights
-                load_clip_text_tower(self.text_encoder, encoder_init)
-            if freeze_encoder:
-                self.text_encoder.requires_grad_(False)
         else:
             if enc_opts:
                 raise ImgenError(f"the frozen minilm encoder takes no encoder_options, got {enc_opts}")
