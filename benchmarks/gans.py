@@ -13,6 +13,7 @@ svc_accuracy >= 0.95, diversity_ratio >= 0.7, fid within 2x of the flow referenc
 
     OMP_NUM_THREADS=1 python benchmarks/gans.py            # presets' own budgets; writes benchmarks/results/gans.json
     OMP_NUM_THREADS=1 python benchmarks/gans.py --quick    # 100 training steps each, n=300 (~4 min)
+    OMP_NUM_THREADS=1 python benchmarks/gans.py --only digits   # just these rows and J["targets"], other keys kept
 
 J["translation"] (shapes-pix2pix, shapes-cyclegan; measured on scenes of another seed, never trained on):
   pix2pix_psnr                  PSNR (dB) of pix2pix's translations of label maps against the true renders, beside
@@ -247,6 +248,34 @@ def text_gan(out: Path, steps: int | None, n: int, seed: int) -> dict:
     return row
 
 
+def digits(out: Path, steps: int | None, n: int, seed: int) -> dict:
+    """J["models"]' digits rows (the GANs and the flow reference) and J["targets"]."""
+    ds = load_dataset("digits", split="all")
+    real = ds.get(np.arange(len(ds)))
+    extractor = get_extractor("digits-eval")
+    real_feats = extractor(real["image"])[0].float()
+    sk_digits = load_digits()
+    svc = SVC().fit(sk_digits.data, sk_digits.target)
+    models = {}
+    for name in GANS + (REFERENCE,):
+        key = "flow_reference" if name == REFERENCE else name
+        seconds = train_preset(name, out / name, steps)
+        model = imgen.load(out / name)
+        row = {"preset": name, **judge(model, n, seed, real, real_feats, svc, extractor),
+               "train_seconds": seconds, "steps": json.loads((out / name / "train_state.json").read_text())["step"]}
+        if name != REFERENCE:
+            row.update(gan_diagnostics(out / name))
+            row["mode_collapse_warning"] = mode_collapse_warning(row["diversity_ratio"])
+        models[key] = row
+        print(json.dumps({key: row}), file=sys.stderr, flush=True)
+    cgan, flow = models["digits-cgan"], models["flow_reference"]
+    targets = {"cgan_svc_accuracy_ge_0.95": cgan["svc_accuracy"] >= 0.95,
+               "cgan_diversity_ratio_ge_0.7": cgan["diversity_ratio"] >= 0.7,
+               "cgan_fid_within_2x_flow": cgan["fid"] <= 2 * flow["fid"],
+               "cgan_fid_over_flow_fid": round(cgan["fid"] / flow["fid"], 3)}
+    return {"models": models, "targets": targets}
+
+
 def _text_gan(args, out: Path, steps: int | None, n: int) -> dict:
     full = Path(args.out) / TEXT_GAN / "train_state.json"
     if args.quick and full.is_file() and json.loads(full.read_text())["step"] >= get_preset(TEXT_GAN).train.steps:
@@ -279,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} training steps per model, n={QUICK_N}")
     p.add_argument("--json", default=None, help=f"where to write the result (default without --quick: {RESULTS})")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", choices=["translation", "srgan", "truncation", "text_gan"],
+    p.add_argument("--only", choices=["digits", "translation", "srgan", "truncation", "text_gan"],
                    help="measure only this part; the JSON's other keys are kept")
     return p
 
@@ -294,6 +323,12 @@ def main(argv=None) -> dict:
         if args.only in ("translation", "srgan"):
             result["translation"] = {**_translation_keys(args, result, out, steps, n), "quick": args.quick, "n": n,
                                      "seconds": round(time.perf_counter() - tic, 1)}
+        elif args.only == "digits":
+            part = digits(out, steps, n, args.seed)
+            if path is not None and path.is_file():  # re-read: another --only run may have written meanwhile
+                result = json.loads(path.read_text())
+            result.setdefault("models", {}).update(part["models"])
+            result["targets"] = part["targets"]
         elif args.only == "text_gan":
             row = _text_gan(args, out, steps, n)
             if path is not None and path.is_file():  # re-read: another --only run may have written meanwhile
@@ -311,33 +346,14 @@ def main(argv=None) -> dict:
         if args.only == "text_gan":
             print(json.dumps({TEXT_GAN: result["models"][TEXT_GAN]}, indent=1))
             return result
+        if args.only == "digits":
+            print(json.dumps({k: result[k] for k in ("models", "targets")}, indent=1))
+            return result
         part = "translation" if args.only == "srgan" else args.only
         print(json.dumps({k: result[k] for k in result if k.startswith(part)}, indent=1))
         return result
-    ds = load_dataset("digits", split="all")
-    real = ds.get(np.arange(len(ds)))
-    extractor = get_extractor("digits-eval")
-    real_feats = extractor(real["image"])[0].float()
-    digits = load_digits()
-    svc = SVC().fit(digits.data, digits.target)
     result = {"benchmark": "gans", "quick": args.quick, "n": n, "torch_threads": torch.get_num_threads(),
-              "features": "digits-eval", "models": {}}
-    for name in GANS + (REFERENCE,):
-        key = "flow_reference" if name == REFERENCE else name
-        seconds = train_preset(name, out / name, steps)
-        model = imgen.load(out / name)
-        row = {"preset": name, **judge(model, n, args.seed, real, real_feats, svc, extractor),
-               "train_seconds": seconds, "steps": json.loads((out / name / "train_state.json").read_text())["step"]}
-        if name != REFERENCE:
-            row.update(gan_diagnostics(out / name))
-            row["mode_collapse_warning"] = mode_collapse_warning(row["diversity_ratio"])
-        result["models"][key] = row
-        print(json.dumps({key: row}), file=sys.stderr, flush=True)
-    cgan, flow = result["models"]["digits-cgan"], result["models"]["flow_reference"]
-    result["targets"] = {"cgan_svc_accuracy_ge_0.95": cgan["svc_accuracy"] >= 0.95,
-                         "cgan_diversity_ratio_ge_0.7": cgan["diversity_ratio"] >= 0.7,
-                         "cgan_fid_within_2x_flow": cgan["fid"] <= 2 * flow["fid"],
-                         "cgan_fid_over_flow_fid": round(cgan["fid"] / flow["fid"], 3)}
+              "features": "digits-eval", **digits(out, steps, n, args.seed)}
     result["models"][TEXT_GAN] = _text_gan(args, out, steps, n)
     result["translation"] = translation(out, steps, n, args.seed)
     result.update(_truncation(args, out, steps, n, path))

@@ -246,7 +246,7 @@ def test_digits_cgan_at_a_small_budget_draws_the_asked_digit_without_collapse(tr
     from sklearn.datasets import load_digits
     from sklearn.svm import SVC
 
-    model_dir = trained_digits("digits-cgan", 400)  # 400 of its 600 steps: ~70 s on 2 cores
+    model_dir = trained_digits("digits-cgan", 400)  # 400 of its 3000 steps: ~70 s on 2 cores
     m = imgen.load(model_dir)
     q = digits_quality(m, n=300)
     assert q["svc_accuracy"] >= 0.9 and q["nn_distance_ratio"] >= 0.5, q
