@@ -300,3 +300,19 @@ def test_the_ar_prior_learns_digit_tokens_well_below_the_uniform_code_length(dig
     marginal = float(-(p[p > 0] * p[p > 0].log()).sum())  # nats per token of a model that ignores context
     print(f"loss {late:.3f} nats/token; marginal entropy {marginal:.3f}; uniform {math.log(16):.3f}")
     assert late < 0.5 * math.log(16) and late < 0.7 * marginal, (late, marginal)
+
+
+def test_text_pool_conditions_on_the_clip_pooled_caption_embedding_as_one_prefix_token(shapes_tok, tmp_path):
+    out = tmp_path / "pooled-prior"
+    train(prior_config("token_ar", shapes_tok, steps=2, text_encoder="shapes-clip", text_pool=True), out,
+          progress=False)
+    m = imgen.load(out)
+    enc = m.net.encode(["a red circle", "a big blue square at the top"])
+    prefix = m.net.condition({**enc, "drop": torch.tensor([False, True])}, 2)
+    assert prefix.shape == (2, 1, PRIOR_NET["dim"]) and m.net.prefix_len == 1
+    pooled = m.net.text_encoder(enc["text"], enc["text_mask"])[1]
+    assert torch.allclose(prefix[0, 0], m.net.text_proj(pooled[0]))  # the tower's pooled embedding, projected
+    assert torch.equal(prefix[1], m.net.null_prefix)  # a dropped caption: the learned null prefix
+    assert m.generate(["a red circle"], n=2, top_k=4).shape == (2, 3, 16, 16)
+    with pytest.raises(ImgenError, match="text_pool"):
+        tiny_prior(True, text_pool=True)  # learned word embeddings have no pooled embedding

@@ -134,7 +134,8 @@ class TokenTransformer(ConfigMixin, nn.Module):
     (`num_classes`, P = 1) or nothing (P = 1, a learned start embedding). A dropped condition (cond["drop"]) is a
     learned null prefix (classifier-free guidance, Ho & Salimans 2022). Token id codebook_size is [MASK] (MaskGIT).
     With `text_encoder` (a CLIP directory, e.g. shipped "shapes-clip") the caption prefix is its frozen text tower's
-    token features, projected to dim, instead of word embeddings learned from scratch.
+    token features, projected to dim, instead of word embeddings learned from scratch; with text_pool=True it is one
+    embedding, the tower's pooled caption embedding (the one CLIP's contrastive loss trains), projected (P = 1).
     in_channels/image_size are the images the tokenizer decodes to (Model reads the sample shape from them)."""
 
     name = "token_transformer"
@@ -142,7 +143,7 @@ class TokenTransformer(ConfigMixin, nn.Module):
     def __init__(self, in_channels: int, image_size: int, codebook_size: int, token_grid: list | tuple,
                  num_classes: int | None = None, vocab: list | None = None, max_len: int = 16, dim: int = 128,
                  depth: int = 4, heads: int = 4, causal: bool = True, text_encoder: str = "",
-                 text_encoder_options: dict | None = None):
+                 text_encoder_options: dict | None = None, text_pool: bool = False):
         super().__init__()
         self.save_config(locals())
         check_int(codebook_size, "token_transformer codebook_size", minimum=2)
@@ -156,8 +157,11 @@ class TokenTransformer(ConfigMixin, nn.Module):
         self.num_tokens = self.token_grid[0] * self.token_grid[1]
         self.num_classes, self.causal = num_classes, causal
         self.tokenizer = Tokenizer(vocab) if vocab else None
-        self.max_len = max_len
-        self.prefix_len = max_len if vocab else 1
+        if text_pool and not (vocab and text_encoder):
+            raise ImgenError("token_transformer text_pool=true needs a caption vocabulary and a text_encoder (a CLIP "
+                             "directory): it conditions on that tower's pooled caption embedding")
+        self.max_len, self.text_pool = max_len, bool(text_pool)
+        self.prefix_len = max_len if vocab and not text_pool else 1
         self.token_emb = nn.Embedding(codebook_size + 1, dim)  # + [MASK]
         if self.tokenizer is not None and text_encoder:  # a frozen CLIP text tower's token features, projected
             self.text_encoder = TextTransformer(self.tokenizer.vocab_size, **{"max_len": max_len, **(
@@ -223,7 +227,8 @@ class TokenTransformer(ConfigMixin, nn.Module):
         """Word ids (B, P) -> prefix (B, P, D): learned word embeddings, or the frozen text tower's token features
         (unCLIP/Imagen condition on a frozen pretrained text encoder). Pads are embedded too (a fixed-length prefix)."""
         if hasattr(self, "text_encoder"):
-            return self.text_proj(self.text_encoder(ids, mask)[0])
+            tokens, pooled = self.text_encoder(ids, mask)
+            return self.text_proj(pooled[:, None] if self.text_pool else tokens)
         return self.word_emb(ids)
 
     def new_cache(self, batch: int) -> KVCache:
