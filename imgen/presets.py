@@ -190,14 +190,12 @@ def shapes_ar_t2i() -> Config:
     (1000 steps each), and a prior cannot draw better than its tokenizer."""
     return Config(
         description="autoregressive text-to-image token prior on shapes (32x32 via 8x8 VQ tokens), causal transformer",
-        data=DataConfig("shapes", {"image_size": 32, "max_objects": 1, "split": "train"}, batch_size=32),
-        # the shipped CLIP's frozen text tower, its pooled caption embedding as a one-token prefix (text_pool): held-out
-        # shape+colour (n=200, cfg 3) 0.25 with its 20 token features at batch 64, 600 steps, lr 1e-3 (297 s CPU); 0.32
-        # pooled at 750 steps (259 s); 0.505 pooled at batch 32, 1500 steps, lr 2e-3 (246 s CPU on one thread)
-        net=NetConfig("token_transformer", {**_TOKEN_PRIOR, "causal": True, "text_encoder": "shapes-clip",
-                                            "text_pool": True}),
+        data=DataConfig("shapes", {"image_size": 32, "max_objects": 1, "split": "train"}, batch_size=64),
+        # the shipped CLIP's frozen text tower: shape+colour adherence 0.325 at 600 steps, 0.14 with word embeddings
+        # learned from scratch (benchmarks/results/token_priors.json)
+        net=NetConfig("token_transformer", {**_TOKEN_PRIOR, "causal": True, "text_encoder": "shapes-clip"}),
         method=MethodConfig("token_ar", {"tokenizer": "", "cond_drop": 0.1, "condition": "caption"}),
-        train=TrainConfig(steps=1500, lr=2e-3, warmup=100, ema_decay=0.995, ckpt_every=500, lr_schedule="cosine"),
+        train=TrainConfig(steps=600, lr=1e-3, warmup=100, ema_decay=0.995, ckpt_every=200, lr_schedule="cosine"),
         sample=SampleConfig("euler", steps=64, cfg=3.0),  # steps: not used (one network call per token)
     )
 
@@ -385,16 +383,18 @@ def shapes_cyclegan() -> Config:
 
 def shapes_stylegan() -> Config:
     """StyleGAN-lite (Karras et al. 2019/2020; imgen.nn.stylegan): mapping network, modulated/demodulated convs,
-    noise inputs, style mixing (p 0.9), on 16px one-object shapes scenes; StyleGAN2's non-saturating loss + R1 and
-    Adam (0, 0.99) at lr 2e-3 (the paper's). 16 px, not 32: a 32px step costs ~3x the CPU (0.5 vs 0.16 s), and 400
-    32px steps were still colour blobs. Batch 16 x 2000 steps: 207 s of CPU on one thread for training and the
-    truncation benchmark (15 min wall on 2 cores shared with ~8 other processes), precision[shapes-eval] 0.71 and
-    FID 914; batch 32 x 1500 steps (267 s CPU): 0.49 and 1070; g_channels 64 at batch 16 (268 s): 0.62 and 1124.
-    Backgrounds and a coloured blob per scene; shapes not yet told apart. `imgen sample DIR --truncation 0.5`."""
+    noise inputs, style mixing (p 0.9), on 16px one-object shapes scenes; StyleGAN2's residual D, equalised learning
+    rates (mapping at 1/100), non-saturating loss + R1 (gamma 1) and Adam (0, 0.99) at lr 2e-3 (the paper's). 16 px,
+    not 32: a 32px step costs ~3x the CPU. Batch 16 x 2000 steps, G 64 channels, D 16-32-64: 277 s of CPU on one
+    thread. At psi 1, precision/recall[shapes-eval] 0.55 / 0.19, FID 849 (the first StyleGAN-lite, with plain layers
+    and no sqrt(2) gain: 0.71 / 0.006, FID 914). At the same budget R1 gamma 0.1 let D win (fake accuracy 0.98, G
+    loss 3); D at 32 channels cost 165 ms a step (vs 118); mapping depth 4 + D at half lr: recall 0.009; EMA 0.998
+    instead of 0.99: recall 0.197 but FID 907. Backgrounds and small objects; shapes not yet told apart.
+    `imgen sample DIR --truncation 0.5`."""
     return Config(
         description="StyleGAN-lite on 16x16 one-object shapes scenes (mapping net, modulated convs, noise, mixing)",
         data=DataConfig("shapes", {"image_size": 16, "max_objects": 1}, batch_size=16),
-        net=NetConfig("stylegan", {"num_classes": None, "latent_dim": 64, "g_channels": 32, "d_channels": 32,
+        net=NetConfig("stylegan", {"num_classes": None, "latent_dim": 64, "g_channels": 64, "d_channels": 16,
                                    "mapping_depth": 2}),
         method=MethodConfig("gan", {"loss": "nonsaturating", "r1_weight": 1.0}),
         train=TrainConfig(steps=2000, lr=2e-3, betas=[0.0, 0.99], warmup=0, grad_clip=0.0, ema_decay=0.99,

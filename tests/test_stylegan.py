@@ -1,5 +1,7 @@
 """StyleGAN-lite (imgen.nn.stylegan): a modulated conv is a plain conv with each sample's modulated weights and
-demodulation gives every output channel unit norm, truncation psi pulls w to w_avg (psi 0: w_avg itself), style
+demodulation gives every output channel unit norm, equalised layers scale their weights at run time and the mapping
+network learns at 1/100 of the rate, the synthesis layers keep the signal's scale (so noise inputs do not drown it),
+the discriminator projects labels, truncation psi pulls w to w_avg (psi 0: w_avg itself), style
 mixing switches to a second w after one layer in training only, noise inputs follow the sampling seed,
 `imgen sample --truncation` works for a StyleGAN and is refused, with one clear error, for other models, the
 shapes-stylegan preset trains and resumes to the weights of an uninterrupted run, and the truncation strip and
@@ -12,7 +14,7 @@ import imgen
 from imgen.config import Config, DataConfig, MethodConfig, NetConfig, TrainConfig
 from imgen.errors import ImgenError
 from imgen.nn import build_net
-from imgen.nn.stylegan import ModulatedConv2d
+from imgen.nn.stylegan import EqualLinear, ModulatedConv2d
 from imgen.train import train
 
 
@@ -27,6 +29,42 @@ def test_modulated_conv_is_a_per_sample_conv_with_demodulated_unit_norm_weights(
     assert torch.allclose(weight, raw / raw.pow(2).sum((2, 3, 4), keepdim=True).sqrt(), atol=1e-6)
     expect = torch.cat([F.conv2d(x[i:i + 1], weight[i], conv.bias, padding=1) for i in range(2)])
     assert torch.allclose(conv(x, w), expect, atol=1e-5)
+
+
+def test_equalised_linear_scales_at_run_time_and_its_adam_step_is_lr_mul_times_lr():
+    torch.manual_seed(0)
+    layer = EqualLinear(16, 4, bias_init=1.0, lr_mul=0.01)
+    x = torch.randn(8, 16)
+    effective = lambda: layer.weight * layer.scale  # noqa: E731
+    assert torch.allclose(layer(x), x @ effective().T + 1.0, atol=1e-5)  # ProGAN sec. 4.1; bias starts at bias_init
+    assert abs(float(effective().detach().std()) * 4 - 1) < 0.3  # N(0, 1/fan_in) effective weights
+    before = effective().detach().clone()
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
+    layer(x).pow(2).sum().backward()
+    opt.step()
+    step = (effective() - before).abs()  # Adam's first step is lr per raw weight: lr * lr_mul / sqrt(16) effective
+    assert torch.allclose(step, torch.full_like(step, 1e-2 * 0.01 / 4), rtol=1e-3)
+
+
+def test_synthesis_layers_keep_the_signal_so_noise_inputs_do_not_drown_it():
+    torch.manual_seed(0)
+    g = build_net("stylegan", in_channels=3, image_size=16, latent_dim=32, g_channels=32, d_channels=8).generator
+    stds = []
+    for layer in g.layers:  # noise strengths start at 0: these are the styled convs alone
+        layer.register_forward_hook(lambda m, i, o: stds.append(float(o.detach().std())))
+    g.eval()(torch.randn(64, 32))
+    assert len(stds) == 5 and min(stds) > 0.3, stds  # without StyleGAN2's sqrt(2) gain: 0.56 halving to 0.06
+
+
+def test_the_discriminator_projects_labels():
+    torch.manual_seed(0)
+    d = build_net("stylegan", in_channels=1, image_size=8, num_classes=3, latent_dim=8, g_channels=8,
+                  d_channels=8).discriminator
+    x = torch.randn(4, 1, 8, 8)
+    a, b = d(x, torch.zeros(4, dtype=torch.long)), d(x, torch.ones(4, dtype=torch.long))
+    assert a.shape == (4,) and not torch.allclose(a, b)
+    with pytest.raises(ImgenError, match="give labels"):
+        d(x)
 
 
 def test_truncation_pulls_w_to_its_mean_and_mixing_switches_w_after_one_layer_in_training_only():

@@ -5,8 +5,14 @@
     StyleGenerator      a learned 4x4 constant, per resolution x2 upsampling and two modulated convs with per-pixel
                         noise inputs (StyleGAN sec. 2), skip toRGB outputs summed across resolutions (StyleGAN2
                         fig. 7b); style mixing in training (StyleGAN sec. 3.1); truncation psi at sampling (sec. 5.1)
-    StyleGAN            a StyleGenerator and imgen's DCGANDiscriminator (with minibatch stddev, as StyleGAN's) in one
-                        module, trained by method gan (StyleGAN2's loss: non-saturating + R1)
+    StyleDiscriminator  StyleGAN2's residual discriminator (fig. 7c) with minibatch stddev (ProGAN sec. 3) and, for
+                        labels, a projection (Miyato & Koyama 2018)
+    StyleGAN            the two in one module, trained by method gan (StyleGAN2's loss: non-saturating + R1)
+Every weight has an equalised learning rate (ProGAN sec. 4.1: stored N(0, 1), scaled by 1/sqrt(fan_in) at run time),
+the mapping network's at 1/100 of the learning rate (StyleGAN app. C), and every LeakyReLU has StyleGAN2's gain
+sqrt(2). Without them (imgen's first StyleGAN-lite) Adam's steps at lr 2e-3 were ~10% of D's N(0, 0.02) weights per
+step, w_avg chased a mapping that moved each step, and the signal halved at each synthesis layer until the noise
+inputs drowned it: 2000 steps drew blobs (recall[shapes-eval] 0.006).
 """
 from __future__ import annotations
 
@@ -17,7 +23,40 @@ import torch.nn.functional as F
 from torch import nn
 
 from imgen.errors import ImgenError, check_int
-from imgen.nn.gan import DCGANDiscriminator, _levels
+from imgen.nn.gan import _check_condition, _levels, condition_embedding, minibatch_stddev
+
+
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    """LeakyReLU(0.2) times sqrt(2), the gain that keeps the variance of equalised layers (StyleGAN2's bias_act)."""
+    return F.leaky_relu(x, 0.2) * math.sqrt(2)
+
+
+class EqualLinear(nn.Module):
+    """A linear layer with an equalised learning rate (ProGAN sec. 4.1): weights stored N(0, 1/lr_mul^2) and
+    scaled by lr_mul/sqrt(in) at run time, the bias by lr_mul, so Adam's step is lr_mul x lr on the effective
+    weights whatever their fan-in (StyleGAN app. C: lr_mul 0.01 for the mapping network)."""
+
+    def __init__(self, in_features: int, out_features: int, bias_init: float = 0.0, lr_mul: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init) / lr_mul))
+        self.scale, self.lr_mul = lr_mul / math.sqrt(in_features), lr_mul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+
+
+class EqualConv2d(nn.Module):
+    """A k x k conv with an equalised learning rate (ProGAN sec. 4.1)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.scale, self.padding = 1 / math.sqrt(in_channels * kernel_size ** 2), kernel_size // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
 
 
 class MappingNetwork(nn.Module):
@@ -25,14 +64,11 @@ class MappingNetwork(nn.Module):
     StyleGAN2-ADA's conditional mapping does). `w_avg` is the running mean of w, the centre of truncation."""
 
     def __init__(self, z_dim: int, w_dim: int, depth: int = 4, num_classes: int | None = None,
-                 w_avg_beta: float = 0.995):
+                 w_avg_beta: float = 0.995, lr_mul: float = 0.01):
         super().__init__()
         self.embed = nn.Embedding(num_classes, z_dim) if num_classes else None
         dims = [z_dim * (2 if num_classes else 1)] + [w_dim] * depth
-        layers: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(a, b), nn.LeakyReLU(0.2)]
-        self.mlp = nn.Sequential(*layers)
+        self.mlp = nn.ModuleList([EqualLinear(a, b, lr_mul=lr_mul) for a, b in zip(dims[:-1], dims[1:])])
         self.w_avg_beta = w_avg_beta
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
@@ -43,7 +79,9 @@ class MappingNetwork(nn.Module):
                 raise ImgenError("this StyleGAN is class-conditional; give labels")
             e = self.embed(labels)
             z = torch.cat([z, e * torch.rsqrt(e.pow(2).mean(1, keepdim=True) + 1e-8)], 1)
-        w = self.mlp(z)
+        w = z
+        for layer in self.mlp:
+            w = lrelu(layer(w))
         if self.training:
             with torch.no_grad():
                 self.w_avg.lerp_(w.mean(0), 1 - self.w_avg_beta)
@@ -52,14 +90,15 @@ class MappingNetwork(nn.Module):
 
 class ModulatedConv2d(nn.Module):
     """A k x k conv whose weights are scaled per sample: w'_ijk = s_i w_ijk (StyleGAN2 eq. 1), then
-    w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + eps) (eq. 3), run as one grouped conv over the batch."""
+    w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + eps) (eq. 3). Run as StyleGAN2's non-fused path: the input scaled by
+    s, one shared conv, the output scaled by each sample's demodulation 1/sqrt(...) (the same sums; one plain conv
+    is several times faster on a CPU than the grouped conv over the batch)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, w_dim: int, demodulate: bool = True):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.scale = 1 / math.sqrt(in_channels * kernel_size ** 2)  # equalised learning rate (ProGAN sec. 4.1)
-        self.affine = nn.Linear(w_dim, in_channels)  # A: w -> style s
-        nn.init.ones_(self.affine.bias)  # styles start at 1
+        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)  # A: w -> style s, starting at 1
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.demodulate, self.padding = demodulate, kernel_size // 2
 
@@ -72,16 +111,18 @@ class ModulatedConv2d(nn.Module):
         return weight
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        b, c, h, wd = x.shape
-        weight = self.modulated_weight(w)
-        out = F.conv2d(x.reshape(1, b * c, h, wd), weight.reshape(-1, c, *weight.shape[3:]), padding=self.padding,
-                       groups=b)
-        return out.reshape(b, -1, h, wd) + self.bias[None, :, None, None]
+        s = self.affine(w)  # (B, in)
+        weight = self.scale * self.weight
+        out = F.conv2d(x * s[:, :, None, None], weight, padding=self.padding)  # eq. 1 on the input side
+        if self.demodulate:  # eq. 3: sigma_j = sqrt(sum_ik (s_i w_ijk)^2) = sqrt(s^2 . sum_k w_ijk^2)
+            out = out * torch.rsqrt(s.pow(2) @ weight.pow(2).sum((2, 3)).T + 1e-8)[:, :, None, None]
+        return out + self.bias[None, :, None, None]
 
 
 class StyleLayer(nn.Module):
     """Modulated 3x3 conv, per-pixel noise scaled by a learned per-channel strength (StyleGAN fig. 1b, "B"),
-    LeakyReLU(0.2)."""
+    LeakyReLU(0.2) with StyleGAN2's gain sqrt(2): demodulation keeps unit variance only for unit-variance inputs,
+    and without the gain each layer halved the signal, so by the 16 px layers the noise was as strong as it."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int):
         super().__init__()
@@ -91,7 +132,7 @@ class StyleLayer(nn.Module):
     def forward(self, x, w, generator=None):
         x = self.conv(x, w)
         noise = torch.randn((x.shape[0], 1, *x.shape[2:]), generator=generator)
-        return F.leaky_relu(x + self.noise_strength[None, :, None, None] * noise, 0.2)
+        return lrelu(x + self.noise_strength[None, :, None, None] * noise)
 
 
 class StyleGenerator(nn.Module):
@@ -144,9 +185,50 @@ class StyleGenerator(nn.Module):
         return self.synthesis(self.ws(z, labels, truncation, generator), generator)
 
 
+class DiscriminatorBlock(nn.Module):
+    """StyleGAN2's residual D block (fig. 7c): two 3x3 convs then x0.5 (average pool), beside a pooled 1x1 skip;
+    the sum scaled by 1/sqrt(2)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1, self.conv2 = EqualConv2d(in_channels, in_channels, 3), EqualConv2d(in_channels, out_channels, 3)
+        self.skip = EqualConv2d(in_channels, out_channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.avg_pool2d(lrelu(self.conv2(lrelu(self.conv1(x)))), 2)
+        return (y + self.skip(F.avg_pool2d(x, 2))) / math.sqrt(2)
+
+
+class StyleDiscriminator(nn.Module):
+    """images (B, C, S, S) [, labels] -> logits (B,): fromRGB (1x1), residual blocks down to 4x4 with widths doubling
+    up to 4 x channels, then minibatch stddev (ProGAN sec. 3), a 3x3 conv and two dense layers (StyleGAN2 fig. 7c);
+    with labels, + <embed(y), h> on the last hidden features (projection, Miyato & Koyama 2018, eq. 3)."""
+
+    def __init__(self, in_channels: int, image_size: int, channels: int = 32, num_classes: int | None = None):
+        super().__init__()
+        widths = [min(channels * 2 ** i, 4 * channels) for i in range(_levels(image_size) + 1)]
+        self.from_rgb = EqualConv2d(in_channels, widths[0], 1)
+        self.blocks = nn.Sequential(*[DiscriminatorBlock(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        ch = widths[-1]
+        self.conv = EqualConv2d(ch + 1, ch, 3)
+        self.fc = EqualLinear(ch * 16, ch)
+        self.out = EqualLinear(ch, 1)
+        self.embed = condition_embedding(num_classes, None, ch)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.blocks(lrelu(self.from_rgb(x)))
+        h = lrelu(self.fc(lrelu(self.conv(minibatch_stddev(h))).flatten(1)))  # (B, ch)
+        out = self.out(h).squeeze(1)
+        if self.embed is not None:
+            _check_condition(labels, "discriminator")
+            out = out + (self.embed(labels) * h).sum(1) / math.sqrt(h.shape[1])
+        return out
+
+
 class StyleGAN(nn.Module):
-    """StyleGenerator + DCGANDiscriminator (no norm, minibatch stddev). Options: in_channels, image_size,
-    num_classes (from the data), latent_dim (= w_dim), g_channels, d_channels, mapping_depth, mixing_prob."""
+    """StyleGenerator + StyleDiscriminator. Options: in_channels, image_size, num_classes (from the data), latent_dim
+    (= w_dim), g_channels (G's width at every resolution), d_channels (D's first width, doubling per x2 down to 4x4, at
+    most 4x), mapping_depth, mixing_prob."""
 
     def __init__(self, in_channels: int = 3, image_size: int = 32, num_classes: int | None = None,
                  latent_dim: int = 64, g_channels: int = 64, d_channels: int = 32, mapping_depth: int = 4,
@@ -160,5 +242,4 @@ class StyleGAN(nn.Module):
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.generator = StyleGenerator(latent_dim, in_channels, image_size, g_channels, num_classes, mapping_depth,
                                         mixing_prob)
-        self.discriminator = DCGANDiscriminator(in_channels, image_size, d_channels, num_classes, norm="none",
-                                                minibatch_std=True)
+        self.discriminator = StyleDiscriminator(in_channels, image_size, d_channels, num_classes)
