@@ -301,6 +301,11 @@ def _truncation(args, out: Path, steps: int | None, n: int, path: Path | None) -
     return result
 
 
+def _reread(path: Path | None, result: dict) -> dict:
+    """The JSON at path as it is now (another --only run may have written it meanwhile), else result."""
+    return json.loads(path.read_text()) if path is not None and path.is_file() else result
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/gans", help="model cache (--quick: OUT/quick)")
@@ -319,26 +324,23 @@ def main(argv=None) -> dict:
     tic = time.perf_counter()
     path = Path(args.json) if args.json else (None if args.quick else RESULTS)
     if args.only:
-        result = json.loads(path.read_text()) if path is not None and path.is_file() else {"benchmark": "gans"}
+        result = _reread(path, {"benchmark": "gans"})
         if args.only in ("translation", "srgan"):
             result["translation"] = {**_translation_keys(args, result, out, steps, n), "quick": args.quick, "n": n,
                                      "seconds": round(time.perf_counter() - tic, 1)}
         elif args.only == "digits":
             part = digits(out, steps, n, args.seed)
-            if path is not None and path.is_file():  # re-read: another --only run may have written meanwhile
-                result = json.loads(path.read_text())
+            result = _reread(path, result)
             result.setdefault("models", {}).update(part["models"])
             result["targets"] = part["targets"]
         elif args.only == "text_gan":
             row = _text_gan(args, out, steps, n)
-            if path is not None and path.is_file():  # re-read: another --only run may have written meanwhile
-                result = json.loads(path.read_text())
+            result = _reread(path, result)
             result.setdefault("models", {})[TEXT_GAN] = row
         else:
             part = _truncation(args, out, steps, n, path)
             part["truncation_run"]["seconds"] = round(time.perf_counter() - tic, 1)
-            if path is not None and path.is_file():  # re-read: another --only run may have written meanwhile
-                result = json.loads(path.read_text())
+            result = _reread(path, result)
             result.update(part)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
