@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import imgen
-from imgen.apps.latent import apply_attribute, attribute_vector
+from imgen.apps.latent import apply_attribute, attribute_vector, scenes_with
 from imgen.data.shapes import COLOR_NAMES, ShapesDataset
 from imgen.metrics.disentanglement import active_units, mig
 from imgen.metrics.evaluators import load_evaluator
@@ -45,14 +45,10 @@ def trained(name: str, out: Path, steps: int | None) -> tuple[imgen.Model, float
     return imgen.load(out / name), seconds
 
 
-def scenes_with(color: str, n: int, seed: int, pool: int = 20000) -> dict:
-    """n one-object scenes of the stream `seed` whose object has `color` (images + ground-truth attributes)."""
-    data = ShapesDataset(n=pool, image_size=32, seed=seed, split="all", max_objects=1)
-    attrs = data.attributes(np.arange(pool))
-    idx = np.flatnonzero(attrs["color"] == COLOR_NAMES.index(color))[:n]
-    if len(idx) < n:
-        raise RuntimeError(f"only {len(idx)} {color} scenes in {pool}; raise pool")
-    return data.get(idx)
+def scenes_of(color: str, n: int, seed: int) -> dict:
+    """The first n one-object scenes of the stream `seed` whose object has `color` (images + ground truth)."""
+    return scenes_with(ShapesDataset(n=20000, image_size=32, seed=seed, split="all", max_objects=1), "color",
+                       COLOR_NAMES.index(color), n)
 
 
 def encode_batched(m, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
@@ -68,10 +64,10 @@ def reads(evaluator, images: torch.Tensor, source: dict) -> dict:
 
 
 def attribute_edit(m, evaluator, n_vector: int, n_test: int) -> dict:
-    red, blue = scenes_with(TARGET, n_vector, seed=500), scenes_with(SOURCE, n_vector, seed=500)
+    red, blue = scenes_of(TARGET, n_vector, seed=500), scenes_of(SOURCE, n_vector, seed=500)
     with torch.no_grad():
         v = attribute_vector(m, red["image"], blue["image"])
-        test = scenes_with(SOURCE, n_test, seed=1000)
+        test = scenes_of(SOURCE, n_test, seed=1000)
         edited = apply_attribute(m, test["image"], v, scale=1.0)
         recon = m.reconstruct(test["image"])
     out = reads(evaluator, edited, test)

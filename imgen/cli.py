@@ -479,8 +479,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_latent(args) -> int:
-    """imgen latent grid|interpolate: pictures of an autoencoder's / VAE's latent space (imgen.apps.latent)."""
-    from imgen.apps.latent import MODES, interpolate, latent_grid
+    """imgen latent grid|interpolate|attribute: pictures of an autoencoder's / VAE's latent space (imgen.apps.latent)."""
+    from imgen.apps.latent import MODES, apply_attribute, attribute_vector, interpolate, latent_grid, scenes_with
     from imgen.data import load_dataset
     from imgen.images import save_grid, to_pil
     from imgen.model import load
@@ -494,6 +494,35 @@ def cmd_latent(args) -> int:
         img = to_pil(latent_grid(load(args.model_dir), n=args.n)[None])[0]
         img.resize((img.width * args.scale, img.height * args.scale)).save(args.out)
         print(f"wrote the {args.n}x{args.n} latent grid to {args.out}")
+        return 0
+    if args.action == "attribute":
+        import torch
+
+        from imgen.data.shapes import COLOR_NAMES
+
+        for flag, name in (("--source", args.source), ("--target", args.target)):
+            if name not in COLOR_NAMES:
+                raise ImgenError(f"{flag} must be a shapes colour ({', '.join(COLOR_NAMES)}), got {name!r}")
+        if args.n < 1 or args.examples < 1:
+            raise ImgenError(f"--n and --examples must be >= 1, got {args.n} and {args.examples}")
+        model = load(args.model_dir)
+        data = load_dataset(model.config.data.name, **model.config.data.options)
+        if not hasattr(data, "attributes") or "color" not in data.attributes([0]):
+            raise ImgenError(f"imgen latent attribute needs a model trained on shapes (ground-truth colours); "
+                             f"{args.model_dir} was trained on {model.config.data.name!r}")
+        half = len(data) // 2  # the vector from the first half, the edited scenes from the second
+        try:
+            with_, without = (scenes_with(data, "color", COLOR_NAMES.index(c), args.examples, stop=half)["image"]
+                              for c in (args.target, args.source))
+        except ImgenError as e:
+            raise ImgenError(f"{e} (--examples)") from None
+        shown = scenes_with(data, "color", COLOR_NAMES.index(args.source), args.n, start=half)
+        with torch.no_grad():
+            v = attribute_vector(model, with_, without)  # White 2016, sec. 2.4
+            edited = apply_attribute(model, shown["image"], v, scale=args.strength)
+        save_grid(torch.cat([shown["image"], edited.clamp(-1, 1)]), args.out, nrow=args.n, scale=args.scale)
+        print(f"wrote {args.n} {args.source} scenes (top) and their edits by the {args.target}-minus-{args.source} "
+              f"vector x {args.strength} (bottom) to {args.out}")
         return 0
     if args.mode not in MODES:
         raise ImgenError(f"--mode must be one of {', '.join(MODES)}, got {args.mode!r}")
@@ -727,12 +756,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_report)
 
-    s = sub.add_parser("latent", help="latent-space pictures of an autoencoder or VAE: grid, interpolate")
-    s.add_argument("action", choices=["grid", "interpolate"],
-                   help="grid: decode a grid of a 2-D latent; interpolate: between two images of the model's data")
+    s = sub.add_parser("latent", help="latent-space pictures of an autoencoder or VAE: grid, interpolate, attribute")
+    s.add_argument("action", choices=["grid", "interpolate", "attribute"],
+                   help="grid: decode a grid of a 2-D latent; interpolate: between two images of the model's data; "
+                        "attribute: add the mean latent of --target-coloured shapes scenes minus that of --source "
+                        "ones to --source scenes")
     s.add_argument("model_dir")
     s.add_argument("--out", required=True, help="a .png path")
-    s.add_argument("--n", type=int, default=15, help="grid: points per axis")
+    s.add_argument("--n", type=int, default=15, help="grid: points per axis; attribute: scenes edited")
+    s.add_argument("--source", default="blue", help="attribute: the colour of the edited scenes")
+    s.add_argument("--target", default="red", help="attribute: the colour the vector points to")
+    s.add_argument("--examples", type=int, default=300, help="attribute: scenes of each colour averaged")
+    s.add_argument("--strength", type=float, default=1.0, help="attribute: multiple of the vector added")
     s.add_argument("--a", type=int, default=0, help="interpolate: index of the first image in the model's dataset")
     s.add_argument("--b", type=int, default=1, help="interpolate: index of the second image")
     s.add_argument("--steps", type=int, default=8, help="interpolate: frames, both ends included")

@@ -205,3 +205,33 @@ def test_the_burgess_net_maps_32px_rgb_scenes_to_a_vector_latent_and_back():
         build_net("vae", in_channels=3, image_size=32, latent_dim=None, arch="burgess")
     with pytest.raises(ImgenError, match=r"\(B, 3, 32, 32\)"):
         net.encode(torch.zeros(2, 3, 16, 16))
+
+
+def test_imgen_latent_attribute_edits_shapes_scenes_and_rejects_other_data_and_colours(tmp_path, capsys):
+    from PIL import Image
+
+    from imgen.apps.latent import scenes_with
+    from imgen.cli import main
+    from imgen.data.shapes import COLOR_NAMES
+
+    cfg = Config(description="tiny shapes VAE", data=DataConfig("shapes", {"image_size": 32, "max_objects": 1},
+                                                                batch_size=8),
+                 net=NetConfig("vae", {"latent_dim": 4, "arch": "burgess", "base_channels": 8, "hidden": 16}),
+                 method=MethodConfig("vae", {"sigma": 0.3}), train=TrainConfig(steps=2, warmup=1, ckpt_every=2))
+    train(cfg, tmp_path / "shapes-vae", progress=False)
+    data = load_dataset("shapes", image_size=32, max_objects=1)
+    red = scenes_with(data, "color", COLOR_NAMES.index("red"), 5, start=100, stop=300)
+    assert red["image"].shape == (5, 3, 32, 32) and (red["attrs"]["color"] == COLOR_NAMES.index("red")).all()
+    assert main(["latent", "attribute", str(tmp_path / "shapes-vae"), "--n", "3", "--examples", "20",
+                 "--scale", "1", "--out", str(tmp_path / "edit.png")]) == 0
+    assert Image.open(tmp_path / "edit.png").size == (3 * 33 + 1, 2 * 33 + 1)  # 3 sources over their 3 edits
+    capsys.readouterr()
+    digits = vae_config(steps=1)
+    train(digits, tmp_path / "digits-vae", progress=False)
+    assert main(["latent", "attribute", str(tmp_path / "digits-vae"), "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["latent", "attribute", str(tmp_path / "shapes-vae"), "--target", "purple",
+                 "--out", str(tmp_path / "x.png")]) == 2
+    with pytest.raises(ImgenError, match="only 0 items with color = 99 among items 0..50"):
+        scenes_with(data, "color", 99, 1, stop=50)
+    err = capsys.readouterr().err
+    assert err.count("imgen: error:") == 2 and "shapes" in err and "--target" in err

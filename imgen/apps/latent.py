@@ -12,6 +12,7 @@ generative networks", sec. 2.2-2.4) applied to new images, and the classic 2-D l
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from imgen.errors import ImgenError, check_int
@@ -68,6 +69,21 @@ def mean_latent_difference(z_with: torch.Tensor, z_without: torch.Tensor) -> tor
 def attribute_vector(model, images_with: torch.Tensor, images_without: torch.Tensor) -> torch.Tensor:
     """The mean posterior-mean latent of `images_with` minus that of `images_without` (one latent's shape)."""
     return mean_latent_difference(model.encode(_images(images_with)), model.encode(_images(images_without)))
+
+
+def scenes_with(data, attribute: str, value: int, n: int, start: int = 0, stop: int | None = None) -> dict:
+    """The first n items of `data` (a dataset with ground-truth `attributes(idx)`, e.g. shapes) among indices
+    [start, stop) (stop: the dataset's end) whose `attribute` is class `value`: data.get of those (image + attrs)."""
+    check_int(n, "n")
+    idx = np.arange(start, len(data) if stop is None else min(stop, len(data)))
+    attrs = data.attributes(idx)
+    if attribute not in attrs:
+        raise ImgenError(f"this dataset has no ground-truth attribute {attribute!r}; it has {', '.join(attrs)}")
+    found = idx[np.asarray(attrs[attribute]) == value][:n]
+    if len(found) < n:
+        raise ImgenError(f"only {len(found)} items with {attribute} = {value} among items {start}..{idx[-1] + 1}; "
+                         f"ask for fewer")
+    return data.get(found)
 
 
 def apply_attribute(model, x: torch.Tensor, vector: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
