@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from imgen import __version__
-from imgen.errors import ImgenError
+from imgen.errors import ImgenError, check_int
 from imgen.metrics.eval_cli import add_eval_arguments, run_eval
 from imgen.paths import output_dir, output_file
 
@@ -503,8 +503,8 @@ def cmd_latent(args) -> int:
         for flag, name in (("--source", args.source), ("--target", args.target)):
             if name not in COLOR_NAMES:
                 raise ImgenError(f"{flag} must be a shapes colour ({', '.join(COLOR_NAMES)}), got {name!r}")
-        if args.n < 1 or args.examples < 1:
-            raise ImgenError(f"--n and --examples must be >= 1, got {args.n} and {args.examples}")
+        check_int(args.n, "--n")
+        check_int(args.examples, "--examples")
         model = load(args.model_dir)
         data = load_dataset(model.config.data.name, **model.config.data.options)
         if not hasattr(data, "attributes") or "color" not in data.attributes([0]):
@@ -517,9 +517,8 @@ def cmd_latent(args) -> int:
         except ImgenError as e:
             raise ImgenError(f"{e} (--examples)") from None
         shown = scenes_with(data, "color", COLOR_NAMES.index(args.source), args.n, start=half)
-        with torch.no_grad():
-            v = attribute_vector(model, with_, without)  # White 2016, sec. 2.4
-            edited = apply_attribute(model, shown["image"], v, scale=args.strength)
+        v = attribute_vector(model, with_, without)  # White 2016, sec. 2.4 (Model.encode/decode run without grad)
+        edited = apply_attribute(model, shown["image"], v, scale=args.strength)
         save_grid(torch.cat([shown["image"], edited.clamp(-1, 1)]), args.out, nrow=args.n, scale=args.scale)
         print(f"wrote {args.n} {args.source} scenes (top) and their edits by the {args.target}-minus-{args.source} "
               f"vector x {args.strength} (bottom) to {args.out}")

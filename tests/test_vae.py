@@ -207,7 +207,7 @@ def test_the_burgess_net_maps_32px_rgb_scenes_to_a_vector_latent_and_back():
         net.encode(torch.zeros(2, 3, 16, 16))
 
 
-def test_imgen_latent_attribute_edits_shapes_scenes_and_rejects_other_data_and_colours(tmp_path, capsys):
+def test_imgen_latent_attribute_edits_shapes_scenes_and_rejects_other_data_and_colours(vae_dir, tmp_path, capsys):
     from PIL import Image
 
     from imgen.apps.latent import scenes_with
@@ -226,9 +226,7 @@ def test_imgen_latent_attribute_edits_shapes_scenes_and_rejects_other_data_and_c
                  "--scale", "1", "--out", str(tmp_path / "edit.png")]) == 0
     assert Image.open(tmp_path / "edit.png").size == (3 * 33 + 1, 2 * 33 + 1)  # 3 sources over their 3 edits
     capsys.readouterr()
-    digits = vae_config(steps=1)
-    train(digits, tmp_path / "digits-vae", progress=False)
-    assert main(["latent", "attribute", str(tmp_path / "digits-vae"), "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["latent", "attribute", str(vae_dir), "--out", str(tmp_path / "x.png")]) == 2  # a digits VAE
     assert main(["latent", "attribute", str(tmp_path / "shapes-vae"), "--target", "purple",
                  "--out", str(tmp_path / "x.png")]) == 2
     with pytest.raises(ImgenError, match="only 0 items with color = 99 among items 0..50"):
