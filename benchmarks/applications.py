@@ -45,8 +45,9 @@ colour) pairs and templates); each input image is the prompt's scene rendered wi
                                                                                   # runs/bench-few-step
   few_step  consistency (1, 2 NFE) and LCM (4 NFE; 1, 2 too) students of the digits-flow teacher, 400 distillation
             steps each (imgen.recipes.consistency): rows {name, nfe, fid, fid_ratio_to_teacher, svc_accuracy}, FID of
-            1,000 samples in digits-eval features over the teacher's at its 25 Euler steps in the same run; details
-            (the teacher's own 1/2/4 Euler steps, the teacher at LCM's guidance, train seconds) in few_step_detail.
+            1,000 samples in digits-eval features (mean of sampling seeds 0, 1, 2) over the teacher's at its 25 Euler
+            steps on the same seeds in the same run; details (the teacher's own 1/2/4 Euler steps, the teacher at
+            LCM's guidance, LCM's sampler ablation, train seconds) in few_step_detail.
 """
 from __future__ import annotations
 
@@ -304,12 +305,15 @@ def run_sr(n: int, model_dir: str | None = None) -> dict:
 
 
 def run_few_step(n: int, cache: str | Path, teacher_dir: str | None = None, distill_steps: int = 400,
-                 seed: int = 0) -> dict:
+                 seeds: int = 3) -> dict:
     """J["few_step"]: consistency (Song et al. 2023) and LCM (Luo et al. 2023, guidance folded in) students of a
     class-conditional digits-flow teacher (--teacher DIR, else the preset trained into CACHE/digits-flow and reused),
     distilled into CACHE/{consistency,lcm} (reused when finished). Each row: FID[digits-eval] of n samples against the
-    real digits over the teacher's at its default NFE (25 Euler steps, cfg 1) in this run, and SVC accuracy; LCM rows
-    also over the teacher's at LCM's guidance (guidance trades FID for accuracy: that is what LCM distils)."""
+    real digits, the mean over sampling seeds 0..seeds-1 (one seed's FID moves by ~0.1 at n=1000), over the
+    teacher's at its default NFE (25 Euler steps, cfg 1) on the same seeds in this run, and SVC accuracy (seed 0);
+    LCM rows also over the teacher's at LCM's guidance (guidance trades FID for accuracy: that is what LCM distils).
+    An LCM samples with its default, TCD's sampler on a shifted grid; lcm_sampler_ablation has plain multistep
+    consistency sampling on the uniform grid, and each change alone, at 4 NFE."""
     from imgen.digits_check import digits_quality
     from imgen.metrics.evaluate import evaluate, resolve_source, tensor_source
     from imgen.recipes.consistency import distill_consistency
@@ -317,7 +321,7 @@ def run_few_step(n: int, cache: str | Path, teacher_dir: str | None = None, dist
 
     cache = Path(cache)
     teacher = Path(teacher_dir) if teacher_dir else cache / "digits-flow"
-    J: dict = {"n": n, "teacher": str(teacher), "distill_steps": distill_steps}
+    J: dict = {"n": n, "seeds": list(range(seeds)), "teacher": str(teacher), "distill_steps": distill_steps}
     if not teacher_dir:
         J["teacher_train_seconds"] = train_preset("digits-flow", teacher)
     students = {}
@@ -325,25 +329,33 @@ def run_few_step(n: int, cache: str | Path, teacher_dir: str | None = None, dist
         out, record = cache / kind, cache / f"{kind}_seconds.json"
         if not record.is_file():
             t1 = time.perf_counter()
-            distill_consistency(teacher, out, kind, train_steps=distill_steps, seed=seed)
+            distill_consistency(teacher, out, kind, train_steps=distill_steps, seed=0)
             record.write_text(json.dumps({"seconds": round(time.perf_counter() - t1, 1)}) + "\n")
         students[kind] = imgen.load(out)
         J[f"{kind}_distill_seconds"] = json.loads(record.read_text())["seconds"]
     J["lcm_guidance"] = students["lcm"].config.method.options["guidance"]
     real = resolve_source("digits")
 
-    def row(name: str, model, steps: int) -> dict:
-        calls = []
+    def row(name: str, model, steps: int, **options) -> dict:
+        calls, fids = [], []
         hook = model.net.register_forward_hook(lambda *_: calls.append(1))
         try:
-            x = model.sample(n, labels=torch.arange(n) % 10, steps=steps, seed=seed)
+            for seed in range(seeds):
+                x = model.sample(n, labels=torch.arange(n) % 10, steps=steps, seed=seed, **options)
+                fids.append(evaluate(tensor_source(x, "samples"), real, metrics=("fid",), features="digits-eval",
+                                     progress=False)["metrics"]["fid[digits-eval]"])
         finally:
             hook.remove()
-        fid = evaluate(tensor_source(x, "samples"), real, metrics=("fid",), features="digits-eval",
-                       progress=False)["metrics"]["fid[digits-eval]"]
         c = model.config.sample
-        acc = digits_quality(model, n=n, sampler=c.sampler, steps=steps, cfg=c.cfg, seed=seed)["svc_accuracy"]
-        r = {"name": name, "nfe": len(calls), "fid": round(fid, 3), "svc_accuracy": acc}
+        sampler, eta, shift = options.get("sampler", c.sampler), options.get("eta", c.eta), options.get("shift", c.shift)
+        acc = digits_quality(model, n=n, sampler=sampler, steps=steps, cfg=c.cfg, seed=0)["svc_accuracy"] \
+            if not options else None
+        r = {"name": name, "nfe": len(calls) // seeds, "fid": round(float(np.mean(fids)), 3),
+             "fid_seeds": [round(f, 3) for f in fids], "svc_accuracy": acc, "sampler": sampler}
+        if sampler in ("tcd", "ddim"):
+            r["eta"] = eta
+        if shift != 1:
+            r["shift"] = shift
         print("few_step", r, flush=True)
         return r
 
@@ -351,13 +363,17 @@ def run_few_step(n: int, cache: str | Path, teacher_dir: str | None = None, dist
     ref = row("teacher", teacher_model, teacher_model.config.sample.steps)
     J["teacher"] = ref
     J["teacher_few_nfe"] = [row(f"teacher_euler_{k}", teacher_model, k) for k in (1, 2, 4)]  # no distillation
+    lcm = students["lcm"]
     rows = [row("consistency", students["consistency"], 1), row("consistency", students["consistency"], 2),
-            row("lcm", students["lcm"], 4), row("lcm", students["lcm"], 1), row("lcm", students["lcm"], 2)]
+            row("lcm", lcm, 4), row("lcm", lcm, 1), row("lcm", lcm, 2)]
+    J["lcm_sampler_ablation"] = [row("lcm_consistency_uniform", lcm, 4, sampler="consistency", shift=1.0),
+                                 row("lcm_consistency_shifted", lcm, 4, sampler="consistency"),
+                                 row("lcm_tcd_uniform", lcm, 4, shift=1.0)]
     teacher_model.config.sample.cfg = J["lcm_guidance"]  # the distribution LCM distils: the teacher at its guidance
     J["teacher_guided"] = row(f"teacher_cfg_{J['lcm_guidance']:g}", teacher_model, teacher_model.config.sample.steps)
-    for r in rows + J["teacher_few_nfe"] + [J["teacher_guided"]]:
+    for r in rows + J["teacher_few_nfe"] + J["lcm_sampler_ablation"] + [J["teacher_guided"]]:
         r["fid_ratio_to_teacher"] = round(r["fid"] / ref["fid"], 3)
-        if r["name"] == "lcm":
+        if r["name"].startswith("lcm"):
             r["fid_ratio_to_guided_teacher"] = round(r["fid"] / J["teacher_guided"]["fid"], 3)
     J["rows"] = rows
     return J

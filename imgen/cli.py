@@ -132,9 +132,9 @@ def cmd_sample(args) -> int:
     if len(model.shape) != 3:
         raise ImgenError("this model makes 2D points, not images; sample it from Python: imgen.load(DIR).sample(n)")
     x = model.sample(args.n, labels=_parse_labels(args.label), sampler=args.sampler, steps=args.steps,
-                     cfg=args.cfg, eta=args.eta, seed=args.seed, grid=args.grid, clip_x0=args.clip_x0,
-                     progress=True, temperature=args.temperature, truncation=args.truncation, top_k=args.top_k,
-                     top_p=args.top_p)
+                     cfg=args.cfg, eta=args.eta, seed=args.seed, grid=args.grid, shift=args.shift,
+                     clip_x0=args.clip_x0, progress=True, temperature=args.temperature, truncation=args.truncation,
+                     top_k=args.top_k, top_p=args.top_p)
     _write_images(x, args.out, args.scale, "samples")
     if model.config.method.name == "gan":  # a GAN can collapse to a few images per class (issue 12)
         from imgen.metrics.diversity import mode_collapse_warning, model_diversity_ratio
@@ -600,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="the student's model directory (rerun to resume)")
     s.add_argument("--kind", choices=["consistency", "lcm", "progressive"], default="consistency",
                    help="consistency: Song et al. 2023 (1-2 steps); lcm: Luo et al. 2023, classifier-free guidance "
-                        "folded in (4 steps); progressive: Salimans & Ho 2022 (halving rounds)")
+                        "folded in (4 TCD steps); progressive: Salimans & Ho 2022 (halving rounds)")
     s.add_argument("--steps", type=int, default=400, help="training steps (progressive: per round)")
     s.add_argument("--student-steps", type=int, help="the student's sampling steps (default: consistency 1, lcm 4, "
                                                      "progressive 4)")
@@ -618,12 +618,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model_dir")
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--out", required=True, help="a .png path for a grid, or a folder for one PNG per sample")
-    s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint, langevin or consistency "
-                                        "(default: the model's)")
+    s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint, langevin, consistency "
+                                        "or tcd (default: the model's)")
     s.add_argument("--grid", help="time grid: uniform, karras or logsnr (default: the model's)")
+    s.add_argument("--shift", type=float, help="move the grid's times toward the noise, SD3's shift > 0 (1 = none; "
+                   "default: the model's)")
     s.add_argument("--steps", type=int, help="sampling steps (network evaluations)")
     s.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = none)")
-    s.add_argument("--eta", type=float, help="DDIM eta in [0, 1]")
+    s.add_argument("--eta", type=float, help="DDIM eta in [0, 1]; TCD's gamma for --sampler tcd")
     s.add_argument("--temperature", type=float, help="prior std of a normalizing flow (e.g. 0.7), or a token prior's "
                    "softmax temperature (default: the model's)")
     _add_top_k_top_p(s)

@@ -68,7 +68,8 @@ class SampleConfig:
     steps: int = 25
     grid: str = "uniform"  # time grid: uniform, karras or logsnr (imgen.schedules.make_grid)
     cfg: float = 1.0  # classifier-free guidance scale; 1 = none
-    eta: float = 0.0
+    eta: float = 0.0  # ddim's eta; tcd's gamma (imgen.samplers.sample_tcd)
+    shift: float = 1.0  # grid time shift, SD3 eq. 23 (imgen.schedules.make_grid); 1 = none
     clip_x0: bool = True  # images: clip the denoiser's x0_hat to [-1, 1] at every step
 
 

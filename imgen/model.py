@@ -63,7 +63,7 @@ class Model:
     @torch.no_grad()
     def sample(self, n: int, labels=None, sampler: str | None = None, steps: int | None = None,
                cfg: float | None = None, eta: float | None = None, seed: int = 0, grid: str | None = None,
-               clip_x0: bool | None = None, noise: torch.Tensor | None = None, progress: bool = False,
+               shift: float | None = None, clip_x0: bool | None = None, noise: torch.Tensor | None = None, progress: bool = False,
                callback=None, cond: dict | None = None, negative: dict | None = None, guide=None,
                temperature: float | None = None, truncation: float | None = None, ts: torch.Tensor | None = None,
                raw: bool = False, top_k: int | None = None, top_p: float | None = None,
@@ -76,7 +76,7 @@ class Model:
         `temperature` scales the prior's std for a model that has one (a normalizing flow; Glow, sec. 5);
         `truncation` psi pulls a StyleGAN's w toward its mean (Karras et al. 2019, sec. 5.1); a token prior
         (token_ar, maskgit) takes temperature, top_k and top_p, and `steps` is MaskGIT's decoding iterations.
-        `ts` is a time grid to walk instead of make_grid(steps, grid), with `noise` the x at ts[0] (img2img,
+        `shift` moves the grid toward the noisy end (make_grid's SD3 shift). `ts` is a time grid to walk instead of make_grid(steps, grid), with `noise` the x at ts[0] (img2img,
         RePaint's segments); raw=True returns the sampler's last x as it is: not decoded, not clipped (imgen.apps.inpaint).
         `inpaint`: an inpainting model's condition (1 or n, ...) from inpaint_condition(image, hole); without it such a
         model samples with the whole image as the hole (plain generation)."""
@@ -86,6 +86,7 @@ class Model:
         cfg = defaults.cfg if cfg is None else cfg
         eta = defaults.eta if eta is None else eta
         grid = grid or defaults.grid
+        shift = defaults.shift if shift is None else shift
         clip_x0 = defaults.clip_x0 if clip_x0 is None else clip_x0
         check_int(n, "n")
         extra = {}
@@ -125,7 +126,7 @@ class Model:
             raise ImgenError("classifier-free guidance needs a conditional model; this one is unconditional, use cfg=1")
         gen = torch.Generator().manual_seed(seed)
         den = self.method.denoiser(self.net)
-        ts = make_grid(den.schedule, steps, grid) if ts is None else ts
+        ts = make_grid(den.schedule, steps, grid, shift=shift) if ts is None else ts
         x = initial_noise(den.schedule, (n, *self.shape), ts, gen) if noise is None else noise.clone()
         if cond is None:
             if self.is_text:
@@ -148,7 +149,7 @@ class Model:
             den = guide(den)
         if clip_x0 and len(self.shape) == 3 and not self.latent:  # images live in [-1, 1]; latents and 2D points do not
             den = ClippedDenoiser(den)
-        kwargs = {"eta": eta} if sampler == "ddim" else {}
+        kwargs = {"eta": eta} if sampler in ("ddim", "tcd") else {}
         x = fn(den, x.to(self.device), ts, cond, generator=gen, callback=callback, progress=progress, **kwargs)
         if self.latent:
             if raw:

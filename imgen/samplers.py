@@ -245,19 +245,41 @@ def sample_langevin(denoiser, x, ts, cond=None, *, n_steps=100, eps=None, final_
 
 
 @torch.no_grad()
+def sample_tcd(denoiser, x, ts, cond=None, *, eta=0.3, generator=None, callback=None, progress=False):
+    """Strategic stochastic sampling (Zheng et al. 2024, "Trajectory Consistency Distillation", eq. 15) for a
+    consistency/LCM student's f: x0_hat = f(x, t_i); a deterministic DDIM step (eq. 12 of Song et al. 2021, eps from
+    x0_hat) to u = (1 - eta) t_{i+1}; then the forward process from u back up to t_{i+1}, which adds fresh noise:
+    x <- (alpha_s / alpha_u) x_u + sqrt(sigma_s^2 - (alpha_s sigma_u / alpha_u)^2) z. `eta` is TCD's gamma (diffusers'
+    TCDScheduler names it eta): 1 re-noises x0_hat completely (multistep consistency sampling), 0 is deterministic
+    DDIM with the student's x0. The step to t = 0 returns x0_hat. One evaluation per step: steps = NFE."""
+    if not 0.0 <= eta <= 1.0:
+        raise ImgenError(f"eta must be in [0, 1] (TCD's gamma; 1 = plain consistency sampling), got {eta}")
+    ts, sched = _check_grid(ts), denoiser.schedule
+    for i in _steps(ts, progress, "consistency" if eta == 1 else f"tcd(eta={eta})"):
+        t, s = ts[i], ts[i + 1]
+        a_s, s_s = _coeffs(sched, s)
+        x0_hat = denoiser(x, t, cond)
+        if s_s == 0:
+            x = x0_hat
+        elif eta == 1:  # u = 0: x_u = x0_hat, the re-noise of Song et al. 2023, Algorithm 1, line 5
+            x = a_s * x0_hat + s_s * _noise(x, generator)
+        else:
+            a_t, s_t = _coeffs(sched, t)
+            a_u, s_u = _coeffs(sched, (1 - eta) * s)
+            x = a_u * x0_hat + s_u * (x - a_t * x0_hat) / s_t  # DDIM to u with the student's eps
+            if eta > 0:
+                r = a_s / a_u
+                x = r * x + max(s_s**2 - (r * s_u) ** 2, 0.0) ** 0.5 * _noise(x, generator)  # q(x_s | x_u)
+        x = _step_done(callback, i, s, x, x0_hat)
+    return x
+
+
 def sample_consistency(denoiser, x, ts, cond=None, *, generator=None, callback=None, progress=False):
     """Multistep consistency sampling (Song et al. 2023, Algorithm 1; Luo et al. 2023, Algorithm 3) for a
     consistency model's f (imgen.methods.consistency): x0_hat = f(x, t_i), then re-noise it to the next time,
     x <- alpha(t_{i+1}) x0_hat + sigma(t_{i+1}) z (Algorithm 1, line 5, with the boundary eps at t = 0); the step to
-    t = 0 returns x0_hat. One evaluation per step: steps = NFE (1 step: f(noise, t_max))."""
-    ts, sched = _check_grid(ts), denoiser.schedule
-    for i in _steps(ts, progress, "consistency"):
-        s = ts[i + 1]
-        a_s, s_s = _coeffs(sched, s)
-        x0_hat = denoiser(x, ts[i], cond)
-        x = a_s * x0_hat + s_s * _noise(x, generator) if s_s > 0 else x0_hat
-        x = _step_done(callback, i, s, x, x0_hat)
-    return x
+    t = 0 returns x0_hat. One evaluation per step: steps = NFE (1 step: f(noise, t_max)). TCD's sampler with eta=1."""
+    return sample_tcd(denoiser, x, ts, cond, eta=1.0, generator=generator, callback=callback, progress=progress)
 
 
 @torch.no_grad()
@@ -293,8 +315,8 @@ def ddim_invert(denoiser, x0, ts, cond=None, *, fixed_point_iters=4, callback=No
 
 SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "euler": sample_euler, "heun": sample_heun, "edm": sample_edm,
             "dpmpp_2m": sample_dpmpp_2m, "langevin": sample_langevin, "midpoint": sample_midpoint,
-            "consistency": sample_consistency}
-STOCHASTIC = {"ddpm", "edm", "langevin", "consistency"}
+            "consistency": sample_consistency, "tcd": sample_tcd}
+STOCHASTIC = {"ddpm", "edm", "langevin", "consistency", "tcd"}
 RECOMMENDED_STEPS = {"ddpm": 250, "ddim": 100, "euler": 100, "heun": 25, "edm": 64, "dpmpp_2m": 20,
                      "langevin": 40, "midpoint": 25}  # grid steps at which each reproduces a 2D mixture (tests)
 

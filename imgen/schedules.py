@@ -253,9 +253,21 @@ GRIDS = ("uniform", "karras", "logsnr")
 
 
 def make_grid(schedule: Schedule, steps: int, kind: str = "uniform", *, sigma_min: float | None = None,
-              sigma_max: float | None = None, rho: float = 7.0) -> torch.Tensor:
+              sigma_max: float | None = None, rho: float = 7.0, shift: float = 1.0) -> torch.Tensor:
     """The time grid a sampler walks, chosen by name: "uniform" in t (from the schedule's t_max), "karras"
-    (EDM eq. 5) or "logsnr"; sigma_min/sigma_max are noise levels of x / alpha (karras and logsnr only)."""
+    (EDM eq. 5) or "logsnr"; sigma_min/sigma_max are noise levels of x / alpha (karras and logsnr only).
+    `shift` > 1 moves the grid's times toward the noisy end, u -> shift u / (1 + (shift - 1) u) with u = t / t_max
+    (Esser et al. 2024, SD3, eq. 23; diffusers' `shift`): fewer steps spent near the data. 1 leaves it as it is."""
+    if not shift > 0:
+        raise ImgenError(f"grid shift must be > 0 (1 = no shift), got {shift}")
+    ts = _named_grid(schedule, steps, kind, sigma_min, sigma_max, rho)
+    if shift == 1:
+        return ts
+    u = ts / schedule.t_max
+    return schedule.t_max * shift * u / (1 + (shift - 1) * u)
+
+
+def _named_grid(schedule, steps, kind, sigma_min, sigma_max, rho) -> torch.Tensor:
     if kind == "uniform":
         if sigma_min is not None or sigma_max is not None:
             raise ImgenError("the uniform grid spans the whole schedule; sigma_min/sigma_max apply to kind='karras' or 'logsnr'")

@@ -19,7 +19,7 @@ from imgen.methods.consistency import ConsistencyDenoiser, consistency_coefficie
 from imgen.metrics.toy_distances import mmd_rbf
 from imgen.nn import build_net_from_config
 from imgen.recipes.consistency import distill_consistency
-from imgen.samplers import sample_consistency, sample_ddim, sample_heun
+from imgen.samplers import sample_consistency, sample_ddim, sample_heun, sample_tcd
 from imgen.schedules import build_schedule
 from imgen.train import resolve_config, train
 
@@ -82,6 +82,26 @@ def test_consistency_sampler_renoises_the_estimate_one_evaluation_per_step():
     assert abs(float(second.mean()) - 0.5 / 3) < 0.03 and abs(float(second.std()) - 2 / 3) < 0.03
 
 
+def test_tcd_sampler_ddim_steps_to_u_then_renoises_and_spans_ddim_to_consistency():
+    """TCD's strategic stochastic sampling (Zheng et al. 2024, eq. 15) on rectified flow from t=1 to s=2/3: eta=0 is
+    DDIM's step with the student's x0; eta=1/2 goes to u = 1/3 by DDIM, then forward-noises to s; eta -> 1 tends to
+    the consistency sampler's re-noise (the eta=1 special case is that limit); bad eta: one clear error."""
+    sched, c = build_schedule("rectified_flow"), 0.5
+    den = FunctionDenoiser(lambda x, t, cond=None: torch.full_like(x, c), sched)
+    x = torch.full((20000, 2), 2.0, dtype=torch.float64)
+    ts = torch.tensor([1.0, 2 / 3], dtype=torch.float64)
+    torch.testing.assert_close(sample_tcd(den, x, ts, eta=0.0), sample_ddim(den, x, ts))
+    # x_u = (2/3) c + (1/3) x; x_s = (a_s / a_u) x_u + sqrt(s_s^2 - (a_s s_u / a_u)^2) z = c/3 + x/6 + sqrt(15/36) z
+    half = sample_tcd(den, x, ts, eta=0.5, generator=torch.Generator().manual_seed(0))
+    assert abs(float(half.mean()) - (c / 3 + 2 / 6)) < 0.01 and abs(float(half.std()) - (15 / 36) ** 0.5) < 0.01
+    one = sample_tcd(den, x, ts, eta=1.0, generator=torch.Generator().manual_seed(1))
+    near = sample_tcd(den, x, ts, eta=1 - 1e-9, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(one, near, rtol=0, atol=1e-6)
+    assert torch.equal(one, sample_consistency(den, x, ts, generator=torch.Generator().manual_seed(1)))
+    with pytest.raises(ImgenError, match=r"eta must be in \[0, 1\] \(TCD's gamma"):
+        sample_tcd(den, x, ts, eta=1.5)
+
+
 @pytest.fixture(scope="module")
 def toy_teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("cd-teacher") / "model"
@@ -121,6 +141,11 @@ def test_student_directory_samples_through_the_cli_at_1_2_and_4_steps(tmp_path, 
     assert code == 0, err
     lcm = json.loads((tmp_path / "lcm" / "config.json").read_text())
     assert lcm["method"]["options"]["guidance"] == 1.2 and lcm["sample"]["steps"] == 4 and lcm["sample"]["cfg"] == 1
+    assert (lcm["sample"]["sampler"], lcm["sample"]["eta"], lcm["sample"]["shift"]) == ("tcd", 0.3, 2.0)
+    calls.clear()
+    m = imgen.load(tmp_path / "lcm")
+    m.net.register_forward_hook(lambda *_: calls.append(1))
+    assert torch.isfinite(m.sample(3, labels=[1, 2, 3])).all() and len(calls) == 4  # 4 NFE
 
 
 def test_a_stopped_and_resumed_distillation_ends_byte_identical(tmp_path, one_thread):

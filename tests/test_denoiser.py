@@ -188,3 +188,20 @@ def test_clipped_denoiser_keeps_x0_hat_in_the_image_range_and_the_schedule():
     assert clipped.schedule is sched
     assert out.min() == -1 and out.max() == 1
     torch.testing.assert_close(out[..., 5], 5 * x[..., 5])  # inside the range: untouched
+
+
+def test_grid_shift_is_sd3_eq23_and_matches_diffusers():
+    """t -> shift t / (1 + (shift - 1) t) (Esser et al. 2024, eq. 23), the same sigmas as diffusers'
+    FlowMatchEulerDiscreteScheduler(shift=3) on its 1000 training steps; shift=1 changes nothing; bad shift: error."""
+    rf = build_schedule("rectified_flow")
+    torch.testing.assert_close(make_grid(rf, 4, shift=2.0),
+                               torch.tensor([1.0, 6 / 7, 2 / 3, 0.4, 0.0], dtype=torch.float64))
+    for kind in GRIDS:
+        assert torch.equal(make_grid(rf, 6, kind, shift=1.0), make_grid(rf, 6, kind))
+        shifted = make_grid(rf, 6, kind, shift=3.0)
+        assert bool((shifted[1:] < shifted[:-1]).all()) and bool((shifted[1:-1] > make_grid(rf, 6, kind)[1:-1]).all())
+    diffusers = pytest.importorskip("diffusers")
+    theirs = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0).sigmas
+    torch.testing.assert_close(make_grid(rf, 1000, shift=3.0)[:-1].float(), theirs, rtol=0, atol=1e-6)
+    with pytest.raises(ImgenError, match="grid shift must be > 0"):
+        make_grid(rf, 4, shift=0.0)

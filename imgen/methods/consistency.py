@@ -1,7 +1,8 @@
 """Consistency distillation (Song et al. 2023, "Consistency Models", Algorithm 2) and its guided form, latent
 consistency distillation (Luo et al. 2023, "Latent Consistency Models", Algorithm 1), of any imgen diffusion/flow
 teacher: a student f(x_t, t) that maps every point of the teacher's probability-flow ODE trajectory to its end,
-so one evaluation (or a few, re-noising in between: `imgen.samplers.sample_consistency`) draws a sample.
+so one evaluation (or a few, re-noising in between: `imgen.samplers.sample_consistency`, or TCD's `sample_tcd`) draws a
+sample.
 
 The student is the teacher's net and parameterization (started from its weights) inside the boundary
 parameterization of Song et al. (eq. 5, Appendix C) written, as LCM does (eq. 9), on the net's x0 prediction:

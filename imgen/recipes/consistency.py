@@ -11,6 +11,7 @@ from imgen.train import train
 
 KINDS = ("consistency", "lcm")
 LCM_GUIDANCE = 1.2  # imgen's cfg scale folded into an LCM student (LCM's omega = 0.2): FID-near the teacher at cfg 1
+LCM_SAMPLE = {"eta": 0.3, "shift": 2.0}  # TCD's gamma (its default) on an SD3-shifted grid (benchmarks/applications.py)
 
 
 def distill_consistency(teacher_dir: str | Path, out_dir: str | Path, kind: str = "consistency",
@@ -22,7 +23,8 @@ def distill_consistency(teacher_dir: str | Path, out_dir: str | Path, kind: str 
     2023, Algorithm 1, classifier-free guidance `guidance` folded into the target, default LCM_GUIDANCE) student of
     `teacher_dir` into `out_dir` (rerun to resume), on the teacher's own sampling grid (its sample.steps and grid;
     Heun steps if the teacher samples with heun/edm, else DDIM). The student is a normal model directory that
-    samples with the "consistency" sampler at `sample_steps` steps (default 1, LCM 4) and cfg 1. -> out_dir."""
+    samples at cfg 1 and `sample_steps` steps: a consistency student with the "consistency" sampler (default 1 step),
+    an LCM with TCD's "tcd" sampler (default 4 steps, LCM_SAMPLE's gamma on a shifted grid). -> out_dir."""
     if kind not in KINDS:
         raise ImgenError(f"unknown consistency distillation kind {kind!r}; valid: {', '.join(KINDS)}")
     if not (Path(teacher_dir) / "config.json").is_file():
@@ -45,8 +47,10 @@ def distill_consistency(teacher_dir: str | Path, out_dir: str | Path, kind: str 
     cfg.train.ckpt_every, cfg.train.seed = min(cfg.train.ckpt_every, train_steps), seed
     if batch_size is not None:
         cfg.data.batch_size = batch_size
-    cfg.sample = SampleConfig("consistency", steps=sample_steps or (4 if kind == "lcm" else 1), grid=cfg.sample.grid,
-                              cfg=1.0)
+    if kind == "lcm":
+        cfg.sample = SampleConfig("tcd", steps=sample_steps or 4, grid=cfg.sample.grid, cfg=1.0, **LCM_SAMPLE)
+    else:
+        cfg.sample = SampleConfig("consistency", steps=sample_steps or 1, grid=cfg.sample.grid, cfg=1.0)
     cfg.description = (f"{'LCM (guidance ' + format(guidance, 'g') + ' folded in)' if kind == 'lcm' else 'consistency'}"
                        f" distillation of {Path(teacher_dir).name}")
     train(cfg, out_dir, progress=progress)
