@@ -47,7 +47,9 @@ colour) pairs and templates); each input image is the prompt's scene rendered wi
             steps each (imgen.recipes.consistency): rows {name, nfe, fid, fid_ratio_to_teacher, svc_accuracy}, FID of
             1,000 samples in digits-eval features (mean of sampling seeds 0, 1, 2) over the teacher's at its 25 Euler
             steps on the same seeds in the same run; details (the teacher's own 1/2/4 Euler steps, the teacher at
-            LCM's guidance, LCM's sampler ablation, train seconds) in few_step_detail.
+            LCM's guidance, LCM's sampler ablation, train seconds) in few_step_detail. few_step_t2i: LCM proper, a
+            latent student of shapes-latent-t2i with its cfg 3 folded in (400 steps), on 500 held-out prompts:
+            adherence and FID[shapes-eval] against the true renders, over the teacher's at 25 steps, cfg 3.
 """
 from __future__ import annotations
 
@@ -379,6 +381,57 @@ def run_few_step(n: int, cache: str | Path, teacher_dir: str | None = None, dist
     return J
 
 
+def run_few_step_t2i(n: int, cache: str | Path, distill_steps: int = 400) -> dict:
+    """J["few_step_t2i"]: LCM proper (Luo et al. 2023): a latent consistency student of the shipped shapes-latent-t2i,
+    its guidance (cfg 3) folded in, distilled on its latents into CACHE/lcm-t2i (reused when finished). n held-out
+    prompts (one image each, seed 0): adherence read by shapes-eval and FID[shapes-eval] against the true renders of
+    the same scenes, for the teacher at its default (25 Euler steps, cfg 3: one batched call of both branches per
+    step), the teacher at 4 steps (no distillation) and the LCM at 4, 2 and 1 NFE at cfg 1 (its default sampler)."""
+    from imgen.data.shapes import render_scenes
+    from imgen.metrics.adherence import adherence_scenes
+    from imgen.metrics.fid import fid
+    from imgen.recipes.consistency import distill_consistency
+
+    cache = Path(cache)
+    out, record = cache / "lcm-t2i", cache / "lcm-t2i_seconds.json"
+    if not record.is_file():
+        t1 = time.perf_counter()
+        distill_consistency("shapes-latent-t2i", out, "lcm", train_steps=distill_steps, seed=0)
+        record.write_text(json.dumps({"seconds": round(time.perf_counter() - t1, 1)}) + "\n")
+    student, teacher = imgen.load(out), imgen.load("shapes-latent-t2i")
+    ev = load_evaluator("shapes-eval")
+    a = adherence_scenes(n)
+    real = ev.features(render_scenes(a, 32, a["offset"]))
+    prompts, truth = adherence_prompts(n)
+    J: dict = {"n": n, "distill_steps": distill_steps, "distill_seconds": json.loads(record.read_text())["seconds"],
+               "guidance": student.config.method.options["method_options"]["guidance"]}
+
+    def row(name: str, model, steps: int) -> dict:
+        calls = []
+        hook = model.net.register_forward_hook(lambda *_: calls.append(1))
+        try:
+            t0 = time.perf_counter()
+            x = torch.cat([model.generate(prompts[i:i + 100], steps=steps, seed=i) for i in range(0, n, 100)])
+            seconds = time.perf_counter() - t0
+        finally:
+            hook.remove()
+        rates = score_images(x, truth, ev)
+        r = {"name": name, "nfe": len(calls) // math.ceil(n / 100), "cfg": model.config.sample.cfg,
+             "sampler": model.config.sample.sampler, "fid": round(fid(ev.features(x), real, "shapes-eval"), 3),
+             **{k: round(rates[k], 3) for k in ("shape", "color", "pos", "all_stated")},
+             "seconds_per_image": round(seconds / n, 4)}
+        print("few_step_t2i", r, flush=True)
+        return r
+
+    ref = row("teacher", teacher, teacher.config.sample.steps)
+    rows = [ref, row("teacher_euler_4", teacher, 4), row("lcm", student, 4), row("lcm", student, 2),
+            row("lcm", student, 1)]
+    for r in rows:
+        r["fid_ratio_to_teacher"] = round(r["fid"] / ref["fid"], 3)
+    J["rows"] = rows
+    return J
+
+
 def run_control(n: int, steps: int = 700, adapter: str | None = None) -> dict:
     """J["control"]: a ControlNet-lite (imgen.recipes.controlnet) of shapes-latent-t2i trained on shapes' label maps,
     then n held-out scenes (held-out (shape, colour) pairs) whose map moves the object to ANOTHER cell than the
@@ -486,6 +539,9 @@ def main(argv=None) -> None:
         fs = run_few_step(1000, args.few_step_cache, args.teacher, args.distill_steps or 400)
         J["few_step"] = fs.pop("rows")
         J["few_step_detail"] = {**fs, "seconds": round(time.perf_counter() - t1, 1)}
+        t1 = time.perf_counter()
+        J["few_step_t2i"] = {**run_few_step_t2i(500, args.few_step_cache, args.distill_steps or 400),
+                             "seconds": round(time.perf_counter() - t1, 1)}
     if args.only in (None, "control"):
         t1 = time.perf_counter()
         J["control"] = {**run_control(4 * n, adapter=args.control_adapter), "seconds": round(time.perf_counter() - t1, 1)}

@@ -245,8 +245,9 @@ def cmd_distill(args) -> int:
 
         out = distill_consistency(args.teacher, args.out, args.kind, train_steps=args.steps, guidance=args.guidance,
                                   sample_steps=args.student_steps, skip=args.skip, seed=args.seed, **common)
-    print(f"distilled {args.kind} student in {out}; sample it with `imgen sample {out} --out grid.png` "
-          f"(--steps N for another step count)")
+    how = (f'imgen generate "a red circle" --model {out} --out image.png' if load(out).is_text
+           else f"imgen sample {out} --out grid.png")
+    print(f"distilled {args.kind} student in {out}; sample it with `{how}` (--steps N for another step count)")
     return 0
 
 

@@ -165,6 +165,30 @@ def test_a_stopped_and_resumed_distillation_ends_byte_identical(tmp_path, one_th
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_lcm_of_the_shipped_latent_t2i_learns_on_its_latents_and_resumes_exactly(tmp_path, one_thread):
+    """LCM proper: a latent teacher's student is a latent model on the teacher's autoencoder and scale, with the
+    teacher's cfg folded in; it generates from prompts at 4 NFE, and its EMA target net (inside the latent method)
+    is checkpointed, so a stopped and resumed distillation ends byte-identical."""
+    from safetensors.torch import load_file
+
+    opts = {"batch_size": 4, "target_decay": 0.5}
+    distill_consistency("shapes-latent-t2i", tmp_path / "straight", "lcm", train_steps=4, **opts)
+    distill_consistency("shapes-latent-t2i", tmp_path / "resumed", "lcm", train_steps=2, **opts)
+    distill_consistency("shapes-latent-t2i", tmp_path / "resumed", "lcm", train_steps=4, **opts)
+    a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("straight", "resumed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    cfg = json.loads((tmp_path / "straight" / "config.json").read_text())["method"]
+    inner = cfg["options"]["method_options"]
+    assert cfg["name"] == "latent" and cfg["options"]["method"] == "consistency_distillation"
+    assert inner["guidance"] == 3.0 and inner["base_method"] == "flow_matching"
+    student, teacher = imgen.load(tmp_path / "straight"), imgen.load("shapes-latent-t2i")
+    assert student.method.scale == teacher.method.scale and student.latent
+    calls = []
+    student.net.register_forward_hook(lambda *_: calls.append(1))
+    x = student.generate(["a big red circle in the middle", "a small blue square in the top left"])
+    assert x.shape == (2, 3, 32, 32) and torch.isfinite(x).all() and len(calls) == 4  # 4 NFE at cfg 1
+
+
 def test_bad_distill_input_is_one_line_error(tmp_path, capsys, toy_teacher):
     code, _, err = run_cli(capsys, "distill", tmp_path / "nothing", "--out", tmp_path / "s")
     assert_one_line_error(code, err, "is not a model directory")

@@ -120,10 +120,11 @@ class ConsistencyDistillation:
     def teacher(self) -> Denoiser:
         if self._teacher is None:
             config, net = load_net(self.teacher_path)
-            if config.method.name != self.base_name:
-                raise ImgenError(f"the teacher {self.teacher_path!r} was trained with method {config.method.name!r} "
-                                 f"but the student distils base_method {self.base_name!r}; set base_method="
-                                 f"{config.method.name!r}")
+            name = config.method.name  # a latent teacher (LCM proper): its inner method, on the same latents
+            name = config.method.options.get("method", "flow_matching") if name == "latent" else name
+            if name != self.base_name:
+                raise ImgenError(f"the teacher {self.teacher_path!r} was trained with method {name!r} "
+                                 f"but the student distils base_method {self.base_name!r}; set base_method={name!r}")
             self._teacher = self.base.denoiser(net.eval().requires_grad_(False))
         return self._teacher
 

@@ -4,6 +4,9 @@ frozen KL autoencoder (imgen.methods.autoencoder) instead of on pixels; samples 
     method: {"name": "latent", "options": {"autoencoder": "runs/shapes-ae", "method": "flow_matching",
                                            "method_options": {"cond_drop": 0.1}, "scale": null}}
 
+The inner method may also be "consistency_distillation" of a latent teacher (imgen.recipes.consistency: LCM proper,
+on the teacher's autoencoder and scale).
+
 The loss encodes batch["image"] with the frozen encoder (a posterior sample, LDM sec. 3, or its mean), multiplies
 by the scale factor and hands the latents to the inner method in place of the image (captions, labels pass
 through). With scale null the factor is 1 / std of the latents of the first training images (LDM sec. 4.3.2 and
@@ -24,6 +27,7 @@ import torch
 from imgen.checkpoint import atomic_write_text, copy_model_files, read_json
 from imgen.errors import ImgenError
 from imgen.methods.autoencoder import load_autoencoder
+from imgen.methods.consistency import consistency_distillation
 from imgen.methods.denoising import build_denoising_method
 from imgen.methods.inpainting import inpaint_condition
 from imgen.pretrained import resolve_model_path
@@ -68,7 +72,10 @@ class LatentMethod:
             raise ImgenError(f"latent scale must be a positive number or null (measure 1/std on the data), got {scale!r}")
         if posterior not in POSTERIORS:
             raise ImgenError(f"latent posterior must be one of {', '.join(POSTERIORS)}, got {posterior!r}")
-        self.inner = build_denoising_method(method, **(method_options or {}))
+        if method == "consistency_distillation":  # LCM (Luo et al. 2023): a consistency student on a latent teacher's latents
+            self.inner = consistency_distillation(**(method_options or {}))
+        else:
+            self.inner = build_denoising_method(method, **(method_options or {}))
         if not callable(getattr(self.inner, "denoiser", None)):
             raise ImgenError(f"method {method!r} has no denoiser, so it cannot be sampled in latent space")
         self.autoencoder_path, self.fixed_scale, self.posterior = str(autoencoder), scale, posterior
@@ -156,6 +163,14 @@ class LatentMethod:
 
     def denoiser(self, net):
         return self.inner.denoiser(net)
+
+    def state_tensors(self) -> dict:
+        """The inner method's checkpointed state (a consistency student's EMA target net), for exact resume."""
+        return self.inner.state_tensors() if hasattr(self.inner, "state_tensors") else {}
+
+    def load_state_tensors(self, net, tensors: dict) -> None:
+        if hasattr(self.inner, "load_state_tensors"):
+            self.inner.load_state_tensors(net, tensors)
 
 
 def latent(autoencoder: str = "", method: str = "flow_matching", method_options: dict | None = None,
