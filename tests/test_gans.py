@@ -107,6 +107,27 @@ def test_spectral_norm_bounds_the_largest_singular_value_and_the_projection_adds
     assert torch.allclose(d(x, y), expect, atol=1e-5)
 
 
+def test_conditional_batch_norm_scales_and_shifts_by_the_condition_in_every_generator_layer():
+    """BN(h) * (1 + W_g e) + W_b e (de Vries et al. 2017), and with g_norm=conditional_batch every norm layer of G
+    gets a gradient from the condition: the label reaches all resolutions, not only G's input."""
+    from imgen.nn.gan import ConditionalBatchNorm2d, DCGANGenerator
+
+    torch.manual_seed(0)
+    cbn = ConditionalBatchNorm2d(3, 5)
+    h, e = torch.randn(6, 3, 4, 4), torch.randn(6, 5)
+    bn = F.batch_norm(h, None, None, training=True)
+    want = bn * (1 + e @ cbn.gain.weight.T + cbn.gain.bias)[:, :, None, None] \
+        + (e @ cbn.shift.weight.T + cbn.shift.bias)[:, :, None, None]
+    torch.testing.assert_close(cbn(h, e), want)
+    g = DCGANGenerator(8, 1, 16, 8, num_classes=10, norm="conditional_batch")
+    norms = [m for m in g.modules() if isinstance(m, ConditionalBatchNorm2d)]
+    assert len(norms) == 3  # the 4x4 projection and both x2 steps
+    g(torch.randn(4, 8), torch.tensor([0, 1, 2, 3])).square().mean().backward()
+    assert all(m.gain.weight.grad.abs().sum() > 0 and m.shift.weight.grad.abs().sum() > 0 for m in norms)
+    with pytest.raises(ImgenError, match="g_norm 'conditional_batch' needs a conditional GAN"):
+        DCGANGenerator(8, 1, 16, 8, norm="conditional_batch")
+
+
 def test_minibatch_stddev_appends_the_batch_std_and_is_zero_for_a_collapsed_batch():
     h = torch.randn(6, 3, 2, 2)
     out = minibatch_stddev(h)

@@ -29,7 +29,7 @@ from imgen.nn.image_encoder import ImageEncoder
 from imgen.nn.text import check_prompts, encode_prompts
 from imgen.nn.text2img import build_text_transformer
 
-G_NORMS = ("batch", "none")
+G_NORMS = ("batch", "conditional_batch", "none")
 D_NORMS = ("batch", "layer", "none")  # WGAN-GP's critic must not batch-normalise (Gulrajani et al. sec. 4)
 
 
@@ -54,7 +54,7 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
@@ -75,10 +75,24 @@ def _check_condition(y: torch.Tensor | None, what: str) -> None:
         raise ImgenError(f"this {what} is conditional; give labels (a class GAN) or text (a text GAN)")
 
 
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose scale and shift come from the condition (de Vries et al. 2017; the class-conditional BN of
+    Miyato & Koyama 2018's generator): BN(h) * (1 + W_g e) + W_b e, so every layer of G sees the condition e."""
+
+    def __init__(self, channels: int, cond_dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain, self.shift = nn.Linear(cond_dim, channels), nn.Linear(cond_dim, channels)
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return self.bn(h) * (1 + self.gain(e))[:, :, None, None] + self.shift(e)[:, :, None, None]
+
+
 class DCGANGenerator(nn.Module):
     """z (B, latent_dim) [, y] -> images (B, C, S, S) in [-1, 1]. A conditional generator appends a learned class
-    embedding (Mirza & Osindero 2014), or the compressed text feature (Reed et al. 2016, sec. 4), to z. Widths
-    halve per x2 step, ending at base_channels."""
+    embedding (Mirza & Osindero 2014), or the compressed text feature (Reed et al. 2016, sec. 4), to z; with
+    norm="conditional_batch" that embedding also sets every batch norm's scale and shift. Widths halve per x2 step,
+    ending at base_channels."""
 
     def __init__(self, latent_dim: int, out_channels: int, image_size: int, base_channels: int = 64,
                  num_classes: int | None = None, norm: str = "batch", cond_dim: int | None = None):
@@ -88,7 +102,10 @@ class DCGANGenerator(nn.Module):
             raise ImgenError(f"generator norm (net option g_norm) must be one of {', '.join(G_NORMS)}, got {norm!r}")
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.embed = condition_embedding(num_classes, cond_dim, latent_dim)
-        norm_fn = (lambda c: nn.BatchNorm2d(c)) if norm == "batch" else (lambda c: nn.Identity())
+        if norm == "conditional_batch" and self.embed is None:
+            raise ImgenError("g_norm 'conditional_batch' needs a conditional GAN (class labels or text); use 'batch'")
+        norm_fn = {"batch": lambda c: nn.BatchNorm2d(c), "none": lambda c: nn.Identity(),
+                   "conditional_batch": lambda c: ConditionalBatchNorm2d(c, latent_dim)}[norm]
         ch = base_channels * 2 ** levels
         in_dim = latent_dim * (2 if self.embed is not None else 1)
         self.project = nn.Sequential(nn.Linear(in_dim, ch * 16), nn.Unflatten(1, (ch, 4, 4)), norm_fn(ch), nn.ReLU())
@@ -101,10 +118,15 @@ class DCGANGenerator(nn.Module):
         dcgan_init(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+        e = None
         if self.embed is not None:  # (`generator` is unused: a DCGAN draws nothing beyond z)
             _check_condition(labels, "generator")
-            z = torch.cat([z, self.embed(labels)], 1)
-        return self.blocks(self.project(z))
+            e = self.embed(labels)
+            z = torch.cat([z, e], 1)
+        h = z
+        for m in (*self.project, *self.blocks):
+            h = m(h, e) if isinstance(m, ConditionalBatchNorm2d) else m(h)
+        return h
 
 
 class DCGANDiscriminator(nn.Module):
