@@ -349,7 +349,8 @@ def run_few_step(n: int, cache: str | Path, teacher_dir: str | None = None, dist
         finally:
             hook.remove()
         c = model.config.sample
-        sampler, eta, shift = options.get("sampler", c.sampler), options.get("eta", c.eta), options.get("shift", c.shift)
+        sampler = options.get("sampler", c.sampler)
+        eta, shift = options.get("eta", c.eta), options.get("shift", c.shift)
         acc = digits_quality(model, n=n, sampler=sampler, steps=steps, cfg=c.cfg, seed=0)["svc_accuracy"] \
             if not options else None
         r = {"name": name, "nfe": len(calls) // seeds, "fid": round(float(np.mean(fids)), 3),

@@ -245,6 +245,8 @@ def cmd_distill(args) -> int:
 
         out = distill_consistency(args.teacher, args.out, args.kind, train_steps=args.steps, guidance=args.guidance,
                                   sample_steps=args.student_steps, skip=args.skip, seed=args.seed, **common)
+    from imgen.model import load
+
     how = (f'imgen generate "a red circle" --model {out} --out image.png' if load(out).is_text
            else f"imgen sample {out} --out grid.png")
     print(f"distilled {args.kind} student in {out}; sample it with `{how}` (--steps N for another step count)")
@@ -440,7 +442,8 @@ def cmd_edit(args) -> int:
     pixel_shape(model)
     image = read_image(args.image, model)
     x = edit(model, image, args.source, args.target, cfg=args.cfg, steps=args.steps,
-             cross_replace=args.cross_replace, null_text=not args.no_null_text, progress=True)
+             cross_replace=args.cross_replace, null_text=not args.no_null_text, keep_unchanged=not args.no_keep,
+             progress=True)
     _write_images(x, args.out, args.scale, f"edited image ({args.source!r} -> {args.target!r})")
     return 0
 
@@ -733,6 +736,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cross-replace", type=float, default=0.8,
                    help="fraction of steps that use the source prompt's cross-attention maps")
     s.add_argument("--no-null-text", action="store_true", help="plain DDIM inversion (faster, less faithful at cfg > 1)")
+    s.add_argument("--no-keep", action="store_true", help="return the edited sample as drawn, without keeping the "
+                   "input's pixels where the edit changed little")
     s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the PNG")
     s.set_defaults(fn=cmd_edit)
 

@@ -63,10 +63,10 @@ class Model:
     @torch.no_grad()
     def sample(self, n: int, labels=None, sampler: str | None = None, steps: int | None = None,
                cfg: float | None = None, eta: float | None = None, seed: int = 0, grid: str | None = None,
-               shift: float | None = None, clip_x0: bool | None = None, noise: torch.Tensor | None = None, progress: bool = False,
-               callback=None, cond: dict | None = None, negative: dict | None = None, guide=None,
-               temperature: float | None = None, truncation: float | None = None, ts: torch.Tensor | None = None,
-               raw: bool = False, top_k: int | None = None, top_p: float | None = None,
+               shift: float | None = None, clip_x0: bool | None = None, noise: torch.Tensor | None = None,
+               progress: bool = False, callback=None, cond: dict | None = None, negative: dict | None = None,
+               guide=None, temperature: float | None = None, truncation: float | None = None,
+               ts: torch.Tensor | None = None, raw: bool = False, top_k: int | None = None, top_p: float | None = None,
                inpaint: torch.Tensor | None = None) -> torch.Tensor:
         """n samples (n, *shape) in [-1, 1] (points for 2D models; a latent model's are decoded to pixels).
         `steps` is the sampler's step count (NFE for first-order samplers); unset options come from the model's
@@ -76,8 +76,9 @@ class Model:
         `temperature` scales the prior's std for a model that has one (a normalizing flow; Glow, sec. 5);
         `truncation` psi pulls a StyleGAN's w toward its mean (Karras et al. 2019, sec. 5.1); a token prior
         (token_ar, maskgit) takes temperature, top_k and top_p, and `steps` is MaskGIT's decoding iterations.
-        `shift` moves the grid toward the noisy end (make_grid's SD3 shift). `ts` is a time grid to walk instead of make_grid(steps, grid), with `noise` the x at ts[0] (img2img,
-        RePaint's segments); raw=True returns the sampler's last x as it is: not decoded, not clipped (imgen.apps.inpaint).
+        `shift` moves the grid toward the noisy end (make_grid's SD3 shift). `ts` is a time grid to walk instead of
+        make_grid(steps, grid), with `noise` the x at ts[0] (img2img, RePaint's segments); raw=True returns the
+        sampler's last x as it is: not decoded, not clipped (imgen.apps.inpaint).
         `inpaint`: an inpainting model's condition (1 or n, ...) from inpaint_condition(image, hole); without it such a
         model samples with the whole image as the hole (plain generation)."""
         defaults = self.config.sample

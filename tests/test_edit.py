@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import imgen
-from imgen.apps.edit import ddim_step, edit, invert, reconstruct
+from imgen.apps.edit import change_mask, ddim_step, edit, invert, reconstruct
 from imgen.errors import ImgenError
 from imgen.metrics.editing import edit_scores, edit_tasks
 from imgen.nn.layers import CrossAttention, TextConditioning, multihead_attention
@@ -65,11 +65,22 @@ def test_inversion_reconstructs_and_null_text_beats_plain_inversion_at_guidance_
     assert out.shape == (1, 3, 32, 32) and -1 <= out.min() and out.max() <= 1
 
 
-def test_editing_with_the_same_prompt_is_the_reconstruction(m, task):
+def test_editing_with_the_same_prompt_is_the_reconstruction_or_kept_as_the_input(m, task):
     images, sources = task[0], task[1]
     inv = invert(m, images[1], sources[1], steps=6, inner_steps=2)
-    same = edit(m, images[1], sources[1], sources[1], inversion=inv)
+    same = edit(m, images[1], sources[1], sources[1], inversion=inv, keep_unchanged=False)
     assert torch.allclose(same, reconstruct(m, inv), atol=1e-5)
+    assert torch.equal(edit(m, images[1], sources[1], sources[1], inversion=inv), images[1:2])  # nothing changed
+
+
+def test_change_mask_is_diffedits_half_max_threshold_dilated_and_the_rest_is_the_input():
+    rec = torch.zeros(1, 3, 16, 16)
+    edited = rec + 0.1  # a drift everywhere, under half the largest change
+    edited[:, 0, 6:9, 6:9] = 1.0  # the edit proper
+    mask = change_mask(edited, rec, dilate=5)
+    assert mask.shape == (1, 1, 16, 16) and set(mask.unique().tolist()) == {0.0, 1.0}
+    assert mask[0, 0, 4:11, 4:11].eq(1).all() and mask.sum() == 49  # the 3x3 change grown by 2 px each side
+    assert change_mask(edited, rec, dilate=1).sum() == 9
 
 
 def test_source_attention_maps_reach_every_layer_and_steer_the_edit(m, task, monkeypatch):

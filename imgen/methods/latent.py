@@ -72,7 +72,7 @@ class LatentMethod:
             raise ImgenError(f"latent scale must be a positive number or null (measure 1/std on the data), got {scale!r}")
         if posterior not in POSTERIORS:
             raise ImgenError(f"latent posterior must be one of {', '.join(POSTERIORS)}, got {posterior!r}")
-        if method == "consistency_distillation":  # LCM (Luo et al. 2023): a consistency student on a latent teacher's latents
+        if method == "consistency_distillation":  # LCM (Luo et al. 2023): a consistency student on a teacher's latents
             self.inner = consistency_distillation(**(method_options or {}))
         else:
             self.inner = build_denoising_method(method, **(method_options or {}))

@@ -25,8 +25,8 @@ def distill_consistency(teacher_dir: str | Path, out_dir: str | Path, kind: str 
     """Train a consistency ("consistency": Song et al. 2023, Algorithm 2) or latent-consistency ("lcm": Luo et al.
     2023, Algorithm 1, classifier-free guidance `guidance` folded into the target, default the teacher's own cfg when
     it guides, else LCM_GUIDANCE) student of `teacher_dir` (a latent diffusion teacher too: the student then learns on
-    its latents, as LCM itself) into `out_dir` (rerun to resume), on the teacher's own sampling grid (its sample.steps and grid;
-    Heun steps if the teacher samples with heun/edm, else DDIM). The student is a normal model directory that
+    its latents, as LCM itself) into `out_dir` (rerun to resume), on the teacher's own sampling grid (its sample.steps
+    and grid; Heun steps if the teacher samples with heun/edm, else DDIM). The student is a normal model directory that
     samples at cfg 1 and `sample_steps` steps: a consistency student with the "consistency" sampler (default 1 step),
     an LCM with TCD's "tcd" sampler (default 4 steps, LCM_SAMPLE's gamma on a shifted grid). -> out_dir."""
     if kind not in KINDS:
