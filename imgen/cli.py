@@ -652,7 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=1, help="number of images")
     s.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = none; default: the model's)")
     s.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint (default: the model's)")
+    s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint; tcd or consistency for an LCM "
+                   "student (default: the model's)")
     s.add_argument("--temperature", type=float, help="a token prior's softmax temperature (default: 1)")
     _add_top_k_top_p(s)
     s.add_argument("--negative", help="a negative prompt: guidance steers away from it instead of from no text")
@@ -679,7 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--label", help="class label of a class-conditional model")
         s.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the model's)")
         s.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-        s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint (default: the model's)")
+        s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint; tcd or consistency for an LCM "
+                   "student (default: the model's)")
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the grid PNG")
         if verb == "inpaint":

@@ -26,7 +26,8 @@ from imgen.web.limits import Limits, check_count, check_prompt, check_seed, read
 # Set before gradio is imported: no telemetry, no version check, no hub look-ups.
 OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
                "GRADIO_SSR_MODE": "False", "GRADIO_SHARE": "False"}
-SAMPLERS = ("euler", "heun", "dpmpp_2m", "midpoint", "ddim", "ddpm", "edm")  # those `imgen generate` offers
+SAMPLERS = ("euler", "heun", "dpmpp_2m", "midpoint", "ddim", "ddpm", "edm", "tcd", "consistency")  # those `imgen
+# generate` offers; the last two for a consistency / LCM student (imgen distill), whose default the page selects
 GALLERY_BUTTONS = ["download", "download_all", "fullscreen"]  # not "share": it posts to a hub
 PIXELATED_CSS = ".imgen-gallery img { image-rendering: pixelated; }"
 
