@@ -57,6 +57,7 @@ import argparse
 import json
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -306,6 +307,17 @@ def run_sr(n: int, model_dir: str | None = None) -> dict:
     return J
 
 
+@contextmanager
+def net_calls(model):
+    """Yields a list that gets one entry per forward call of model.net while the block runs (the NFE count)."""
+    calls = []
+    hook = model.net.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        yield calls
+    finally:
+        hook.remove()
+
+
 def run_few_step(n: int, cache: str | Path, teacher_dir: str | None = None, distill_steps: int = 400,
                  seeds: int = 3) -> dict:
     """J["few_step"]: consistency (Song et al. 2023) and LCM (Luo et al. 2023, guidance folded in) students of a
@@ -339,15 +351,12 @@ def run_few_step(n: int, cache: str | Path, teacher_dir: str | None = None, dist
     real = resolve_source("digits")
 
     def row(name: str, model, steps: int, **options) -> dict:
-        calls, fids = [], []
-        hook = model.net.register_forward_hook(lambda *_: calls.append(1))
-        try:
+        fids = []
+        with net_calls(model) as calls:
             for seed in range(seeds):
                 x = model.sample(n, labels=torch.arange(n) % 10, steps=steps, seed=seed, **options)
                 fids.append(evaluate(tensor_source(x, "samples"), real, metrics=("fid",), features="digits-eval",
                                      progress=False)["metrics"]["fid[digits-eval]"])
-        finally:
-            hook.remove()
         c = model.config.sample
         sampler = options.get("sampler", c.sampler)
         eta, shift = options.get("eta", c.eta), options.get("shift", c.shift)
@@ -408,14 +417,10 @@ def run_few_step_t2i(n: int, cache: str | Path, distill_steps: int = 400) -> dic
                "guidance": student.config.method.options["method_options"]["guidance"]}
 
     def row(name: str, model, steps: int) -> dict:
-        calls = []
-        hook = model.net.register_forward_hook(lambda *_: calls.append(1))
-        try:
+        with net_calls(model) as calls:
             t0 = time.perf_counter()
             x = torch.cat([model.generate(prompts[i:i + 100], steps=steps, seed=i) for i in range(0, n, 100)])
             seconds = time.perf_counter() - t0
-        finally:
-            hook.remove()
         rates = score_images(x, truth, ev)
         r = {"name": name, "nfe": len(calls) // math.ceil(n / 100), "cfg": model.config.sample.cfg,
              "sampler": model.config.sample.sampler, "fid": round(fid(ev.features(x), real, "shapes-eval"), 3),

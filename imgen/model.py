@@ -150,7 +150,7 @@ class Model:
             den = guide(den)
         if clip_x0 and len(self.shape) == 3 and not self.latent:  # images live in [-1, 1]; latents and 2D points do not
             den = ClippedDenoiser(den)
-        kwargs = {"eta": eta} if sampler in ("ddim", "tcd") else {}
+        kwargs = {"eta": eta} if "eta" in inspect.signature(fn).parameters else {}  # ddim's eta, tcd's gamma
         x = fn(den, x.to(self.device), ts, cond, generator=gen, callback=callback, progress=progress, **kwargs)
         if self.latent:
             if raw:

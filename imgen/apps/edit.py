@@ -238,8 +238,8 @@ def edit(model, image, source: str, target: str, *, cfg: float | None = None, st
     last = round(cross_replace * (len(inversion.ts) - 1))
     with _attention_swap(model, inversion.cfg) as active:
         z = _decode(model, inversion, [source, target], lambda i: active(i < last))
-    reconstruction, edited = from_model_space(model, z).chunk(2)
     if not keep_unchanged:
-        return edited
+        return from_model_space(model, z[1:])
+    reconstruction, edited = from_model_space(model, z).chunk(2)
     m = change_mask(edited, reconstruction)
     return m * edited + (1 - m) * check_image(model, image).to(edited.device)

@@ -24,7 +24,7 @@ import torch
 from imgen.denoiser import Denoiser, _bcast
 from imgen.errors import ImgenError, check_int
 from imgen.guidance import classifier_free
-from imgen.methods.denoising import build_denoising_method
+from imgen.methods.denoising import build_denoising_method, denoising_method_of
 from imgen.nn import load_net
 from imgen.schedules import GRIDS, make_grid
 
@@ -120,8 +120,7 @@ class ConsistencyDistillation:
     def teacher(self) -> Denoiser:
         if self._teacher is None:
             config, net = load_net(self.teacher_path)
-            name = config.method.name  # a latent teacher (LCM proper): its inner method, on the same latents
-            name = config.method.options.get("method", "flow_matching") if name == "latent" else name
+            name = denoising_method_of(config.method.name, config.method.options)[0]  # a latent teacher: its inner one
             if name != self.base_name:
                 raise ImgenError(f"the teacher {self.teacher_path!r} was trained with method {name!r} "
                                  f"but the student distils base_method {self.base_name!r}; set base_method={name!r}")

@@ -14,3 +14,11 @@ DENOISING_METHODS = {"ddpm": ddpm, "flow_matching": flow_matching, "ncsn": ncsn,
 
 def build_denoising_method(name: str, **kwargs):
     return build(DENOISING_METHODS, "diffusion/flow method", name, **kwargs)
+
+
+def denoising_method_of(name: str, options: dict) -> tuple[str, dict]:
+    """(name, options) of the diffusion/flow method a method config trains: latent diffusion's inner one
+    (imgen.methods.latent, default flow_matching), else the method itself."""
+    if name == "latent":
+        return options.get("method", "flow_matching"), options.get("method_options") or {}
+    return name, options

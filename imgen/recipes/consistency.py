@@ -7,7 +7,7 @@ from pathlib import Path
 from imgen.checkpoint import read_json
 from imgen.config import MethodConfig, SampleConfig, load_config
 from imgen.errors import ImgenError
-from imgen.methods.denoising import DENOISING_METHODS
+from imgen.methods.denoising import DENOISING_METHODS, denoising_method_of
 from imgen.methods.latent import AE_DIR, SCALE_FILE
 from imgen.pretrained import resolve_model_path
 from imgen.train import train
@@ -37,9 +37,7 @@ def distill_consistency(teacher_dir: str | Path, out_dir: str | Path, kind: str 
                          "e.g. `imgen train digits-flow --out runs/digits-flow`")
     cfg = load_config(teacher_dir / "config.json")
     latent = cfg.method.name == "latent"  # LCM proper: the student works on the teacher's latents
-    base_name, base_options = ((cfg.method.options.get("method", "flow_matching"),
-                                cfg.method.options.get("method_options") or {}) if latent
-                               else (cfg.method.name, cfg.method.options))
+    base_name, base_options = denoising_method_of(cfg.method.name, cfg.method.options)
     if base_name not in DENOISING_METHODS:
         raise ImgenError(f"consistency distillation needs a diffusion/flow teacher ({', '.join(DENOISING_METHODS)}, "
                          f"or latent diffusion on one), but {str(teacher_dir)!r} was trained with method "
@@ -70,6 +68,6 @@ def distill_consistency(teacher_dir: str | Path, out_dir: str | Path, kind: str 
     else:
         cfg.sample = SampleConfig("consistency", steps=sample_steps or 1, grid=cfg.sample.grid, cfg=1.0)
     cfg.description = (f"{'LCM (guidance ' + format(guidance, 'g') + ' folded in)' if kind == 'lcm' else 'consistency'}"
-                       f" distillation of {Path(teacher_dir).name}")
+                       f" distillation of {teacher_dir.name}")
     train(cfg, out_dir, progress=progress)
     return Path(out_dir)
