@@ -79,8 +79,13 @@ def tiny_prior(causal: bool, **kw) -> TokenTransformer:
 
 
 # ---- the transformer ----------------------------------------------------------------------------------------
-def test_kv_cached_incremental_logits_equal_full_sequence_causal_logits():
-    net = tiny_prior(causal=True)
+@pytest.mark.parametrize("adaln", [False, True])
+def test_kv_cached_incremental_logits_equal_full_sequence_causal_logits(adaln):
+    net = tiny_prior(causal=True, adaln=adaln)
+    if adaln:  # adaLN-Zero starts as the identity: give the modulation weights so the cache must carry c
+        for p in net.trunk.parameters():
+            if p.ndim == 2 and not p.any():
+                torch.nn.init.normal_(p, std=0.1)
     ids = torch.randint(0, 16, (3, 16))
     prefix = net.condition({"caption": ["a red circle", "circle", "red"], "drop": torch.tensor([False, True, False])}, 3)
     with torch.no_grad():
@@ -90,6 +95,24 @@ def test_kv_cached_incremental_logits_equal_full_sequence_causal_logits():
         steps += [net(ids[:, i:i + 1], None, cache) for i in range(2, 16)]
     assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
     assert cache.length == full.shape[1]
+
+
+def test_adaln_modulates_every_block_by_the_condition_and_starts_as_the_identity():
+    net = tiny_prior(causal=True, adaln=True)
+    ids = torch.randint(0, 16, (2, 16))
+    prefix = net.condition({"caption": ["a red circle", "circle"]}, 2)
+    mods = [b.adaLN_modulation for b in net.trunk.blocks]
+    assert len(mods) == net.trunk.depth and all(not m[-1].weight.any() and not m[-1].bias.any() for m in mods)
+    with torch.no_grad():
+        plain = net.head(net.trunk.ln_f(torch.cat([prefix, net.token_emb(ids)], 1) + net.trunk.pos_emb[:21]))
+        assert torch.allclose(net(ids, prefix), plain, atol=1e-6)  # zero gates: every block is the identity
+        for m in mods:
+            torch.nn.init.normal_(m[-1].weight, std=0.1)
+        x, c = torch.randn(2, 6, 32), torch.randn(2, 32)
+        for block in net.trunk.blocks:  # the same tokens under two conditions: each block's output moves
+            assert (block(x, c=c) - block(x, c=-c)).abs().amax() > 1e-3
+    with pytest.raises(ImgenError, match="prefix on its first call"):
+        net(ids[:, :1], None, net.new_cache(2))
 
 
 def test_bidirectional_mode_sees_the_future_and_causal_mode_does_not():

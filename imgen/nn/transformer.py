@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imgen.errors import ImgenError, check_int
-from imgen.nn.layers import ConfigMixin
+from imgen.nn.layers import ConfigMixin, adaln_zero_modulation, modulate
 from imgen.nn.text import TextTransformer, Tokenizer, check_prompts
 from imgen.nn.text2img import load_clip_text_tower
 
@@ -35,6 +35,7 @@ class KVCache:
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)]
         self.length = 0  # positions filled (advanced by Transformer.forward after all layers)
+        self.cond: torch.Tensor | None = None  # an adaLN trunk's conditioning vector (B, D), set with the prefix
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.length + k.shape[2]
@@ -78,29 +79,39 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm block (GPT-2): x + attn(LN(x)), then x + MLP(LN(x))."""
+    """Pre-norm block (GPT-2): x + attn(LN(x)), then x + MLP(LN(x)). With `adaln`, a conditioning vector c (B, D)
+    shifts and scales both LayerNorms' outputs and gates both branches (DiT's adaLN-Zero, Peebles & Xie 2023,
+    sec. 3.2; zero-initialised, so the block starts as the identity)."""
 
-    def __init__(self, dim: int, heads: int, causal: bool):
+    def __init__(self, dim: int, heads: int, causal: bool, adaln: bool = False):
         super().__init__()
         self.ln1, self.attn = nn.LayerNorm(dim), SelfAttention(dim, heads, causal)
         self.ln2, self.mlp = nn.LayerNorm(dim), MLP(dim)
+        self.adaLN_modulation = adaln_zero_modulation(dim, 6) if adaln else None
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), cache, layer)
-        return x + self.mlp(self.ln2(x))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0,
+                c: torch.Tensor | None = None) -> torch.Tensor:
+        if self.adaLN_modulation is None:
+            x = x + self.attn(self.ln1(x), cache, layer)
+            return x + self.mlp(self.ln2(x))
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=1)
+        x = x + gate1.unsqueeze(1) * self.attn(modulate(self.ln1(x), shift1, scale1), cache, layer)
+        return x + gate2.unsqueeze(1) * self.mlp(modulate(self.ln2(x), shift2, scale2))
 
 
 class Transformer(nn.Module):
     """Learned positions + `depth` pre-norm blocks + a final LayerNorm over input embeddings (B, T, dim).
-    With a cache, the T inputs sit at positions cache.length .. cache.length + T - 1 and are appended to it."""
+    With a cache, the T inputs sit at positions cache.length .. cache.length + T - 1 and are appended to it.
+    With `adaln`, every block is modulated by a conditioning vector c (B, dim) given to forward."""
 
-    def __init__(self, dim: int, depth: int, heads: int, max_len: int, causal: bool = True):
+    def __init__(self, dim: int, depth: int, heads: int, max_len: int, causal: bool = True, adaln: bool = False):
         super().__init__()
         if dim % heads:
             raise ImgenError(f"transformer dim={dim} cannot be split into {heads} heads; pick heads dividing dim")
         self.dim, self.depth, self.heads, self.max_len, self.causal = dim, depth, heads, max_len, causal
+        self.adaln = adaln
         self.pos_emb = nn.Parameter(torch.zeros(max_len, dim))
-        self.blocks = nn.ModuleList(Block(dim, heads, causal) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, causal, adaln) for _ in range(depth))
         self.ln_f = nn.LayerNorm(dim)
         nn.init.normal_(self.pos_emb, std=0.02)
         for name, p in self.named_parameters():  # GPT-2: residual projections scaled by 1/sqrt(2 * depth)
@@ -113,14 +124,16 @@ class Transformer(nn.Module):
         p = self.pos_emb
         return KVCache(self.depth, batch, self.heads, self.max_len, self.dim // self.heads, p.device, p.dtype)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, c: torch.Tensor | None = None) -> torch.Tensor:
+        if self.adaln and c is None:
+            raise ImgenError("this transformer is adaLN-conditioned: give forward its conditioning vector c (B, dim)")
         start = 0 if cache is None else cache.length
         if start + x.shape[1] > self.max_len:
             raise ImgenError(f"sequence of {start + x.shape[1]} positions exceeds the transformer's max_len "
                              f"{self.max_len}; build it with a larger max_len")
         x = x + self.pos_emb[start:start + x.shape[1]]
         for i, block in enumerate(self.blocks):
-            x = block(x, cache, i)
+            x = block(x, cache, i, c)
         if cache is not None:
             cache.length += x.shape[1]
         return self.ln_f(x)
@@ -136,6 +149,8 @@ class TokenTransformer(ConfigMixin, nn.Module):
     With `text_encoder` (a CLIP directory, e.g. shipped "shapes-clip") the caption prefix is its frozen text tower's
     token features, projected to dim, instead of word embeddings learned from scratch; with text_pool=True it is one
     embedding, the tower's pooled caption embedding (the one CLIP's contrastive loss trains), projected (P = 1).
+    With adaln=True the condition also reaches every block: the mean prefix embedding modulates each block's
+    LayerNorms and gates (DiT's adaLN-Zero), instead of only being attended to as the first positions.
     in_channels/image_size are the images the tokenizer decodes to (Model reads the sample shape from them)."""
 
     name = "token_transformer"
@@ -143,7 +158,7 @@ class TokenTransformer(ConfigMixin, nn.Module):
     def __init__(self, in_channels: int, image_size: int, codebook_size: int, token_grid: list | tuple,
                  num_classes: int | None = None, vocab: list | None = None, max_len: int = 16, dim: int = 128,
                  depth: int = 4, heads: int = 4, causal: bool = True, text_encoder: str = "",
-                 text_encoder_options: dict | None = None, text_pool: bool = False):
+                 text_encoder_options: dict | None = None, text_pool: bool = False, adaln: bool = False):
         super().__init__()
         self.save_config(locals())
         check_int(codebook_size, "token_transformer codebook_size", minimum=2)
@@ -178,7 +193,7 @@ class TokenTransformer(ConfigMixin, nn.Module):
         if vocab or num_classes:
             self.null_prefix = nn.Parameter(torch.zeros(self.prefix_len, dim))  # the dropped condition
             nn.init.normal_(self.null_prefix, std=0.02)
-        self.trunk = Transformer(dim, depth, heads, self.prefix_len + self.num_tokens, causal)
+        self.trunk = Transformer(dim, depth, heads, self.prefix_len + self.num_tokens, causal, bool(adaln))
         self.head = nn.Linear(dim, codebook_size)
         for emb in (self.token_emb, getattr(self, "word_emb", None), getattr(self, "label_emb", None)):
             if emb is not None:
@@ -239,6 +254,13 @@ class TokenTransformer(ConfigMixin, nn.Module):
         features of every position; a method picks the ones it predicts from). With a cache, the inputs continue
         the cached sequence."""
         x = self.token_emb(ids)
+        c = None
+        if self.trunk.adaln:  # the condition vector: from the prefix, or kept in the cache since the first call
+            if prefix is None and (cache is None or cache.cond is None):
+                raise ImgenError("an adaLN token prior needs the condition's prefix on its first call")
+            c = prefix.mean(1) if prefix is not None else cache.cond
+            if cache is not None:
+                cache.cond = c
         if prefix is not None:
             x = torch.cat([prefix, x], dim=1)
-        return self.head(self.trunk(x, cache))
+        return self.head(self.trunk(x, cache, c))
