@@ -90,6 +90,15 @@ def resolve_config(config: Config, dataset) -> Config:
           and config.net.name not in ("autoencoder", "vae", "clip", "prior", "evaluator", "realnvp", "glow", "vqvae")
           and config.method.name not in EMBEDDING_METHODS):
         opts.setdefault("num_classes", dataset.num_classes)
+    if config.net.name == "stylegan" and opts.get("clip_discriminator"):  # D on a CLIP's image tower too
+        from imgen.pretrained import resolve_model_path
+
+        clip_dir = Path(resolve_model_path(opts["clip_discriminator"]))
+        if not (clip_dir / "config.json").is_file():
+            raise ImgenError(f"net.options.clip_discriminator={opts['clip_discriminator']!r} is not a CLIP directory; "
+                             f"give one such as the shipped shapes-clip")
+        opts["clip_discriminator"] = str(clip_dir.resolve())
+        opts.setdefault("image_encoder", read_json(clip_dir / "config.json")["image_encoder"])
     if config.net.name == "token_transformer":  # a prior over a frozen tokenizer's tokens (token_ar, maskgit)
         from imgen.methods.token_prior import tokenizer_net_options
 

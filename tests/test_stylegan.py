@@ -169,3 +169,26 @@ def test_truncation_strip_and_style_mixing_grid_take_the_styles_they_say(tmp_pat
     train(dcgan, tmp_path / "d", progress=False)
     with pytest.raises(ImgenError, match="StyleGAN"):
         truncation_strip(imgen.load(tmp_path / "d"))
+
+
+def test_the_clip_discriminator_adds_an_unconditional_head_on_the_frozen_clip_image_tower(tmp_path):
+    from imgen.nn.clip import CLIP
+    from imgen.pretrained import shipped_model_dir
+
+    clip_dir = shipped_model_dir("shapes-clip")
+    net = build_net("stylegan", in_channels=3, image_size=16, latent_dim=8, g_channels=8, d_channels=8,
+                    mapping_depth=1, clip_discriminator=str(clip_dir))
+    clip, d = CLIP.load(clip_dir), net.discriminator
+    assert all(torch.equal(v, clip.image_encoder.state_dict()[k]) for k, v in d.features.tower.state_dict().items())
+    assert not any(p.requires_grad for p in d.features.tower.parameters()) and "embed" not in d.features.head
+    x = (torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1).requires_grad_(True)
+    h = F.leaky_relu(d.features.head["hidden"](clip.image_encoder(x)), 0.2)
+    assert torch.allclose(d(x), d.pixel(x) + d.features.head["linear"](h).squeeze(1), atol=1e-5)
+    (grad,) = torch.autograd.grad(d.features(x).sum(), x)  # G learns through the frozen tower
+    assert grad.abs().sum() > 0
+    with pytest.raises(ImgenError, match="unconditional"):
+        build_net("stylegan", in_channels=3, image_size=16, num_classes=3, clip_discriminator=str(clip_dir))
+    with pytest.raises(ImgenError, match="not a CLIP directory"):
+        from imgen.train import train_preset
+
+        train_preset("shapes-stylegan", tmp_path / "x", steps=1, overrides=(f"net.options.clip_discriminator={tmp_path}",))

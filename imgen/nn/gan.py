@@ -248,23 +248,29 @@ def clip_image_tower(clip_dir: str, options: dict | None = None) -> nn.Module:
 
 class FeatureProjectionHead(nn.Module):
     """images (B, C, S, S), y (B, cond_dim) -> logits (B,): a frozen image encoder's embedding e(x) (resized to its
-    input size), h = LeakyReLU(W e(x)), then psi(h) + <V y, h> (the projection, Miyato & Koyama eq. 3)."""
+    input size), h = LeakyReLU(W e(x)), then psi(h) + <V y, h> (the projection, Miyato & Koyama eq. 3); with
+    cond_dim None (an unconditional GAN) psi(h) alone."""
 
-    def __init__(self, tower: nn.Module, cond_dim: int, hidden: int):
+    def __init__(self, tower: nn.Module, cond_dim: int | None, hidden: int):
         super().__init__()
         self.tower = tower
-        self.head = nn.ModuleDict({"hidden": nn.Linear(tower.dim, hidden), "linear": nn.Linear(hidden, 1),
-                                   "embed": nn.Linear(cond_dim, hidden)})
+        self.head = nn.ModuleDict({"hidden": nn.Linear(tower.dim, hidden), "linear": nn.Linear(hidden, 1)})
+        if cond_dim is not None:
+            self.head["embed"] = nn.Linear(cond_dim, hidden)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        _check_condition(y, "discriminator")
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = F.leaky_relu(self.head["hidden"](self.tower(adapt_images(x, self.tower.in_channels,
                                                                       self.tower.image_size))), 0.2)
-        return self.head["linear"](h).squeeze(1) + (self.head["embed"](y) * h).sum(1)
+        logit = self.head["linear"](h).squeeze(1)
+        if "embed" not in self.head:
+            return logit
+        _check_condition(y, "discriminator")
+        return logit + (self.head["embed"](y) * h).sum(1)
 
 
 class TextGANDiscriminator(nn.Module):
-    """The pixel discriminator's logit plus the feature head's: D(x, y) = D_pixel(x, y) + D_features(x, y)."""
+    """The pixel discriminator's logit plus the feature head's: D(x, y) = D_pixel(x, y) + D_features(x, y) (the text
+    GAN's and, unconditional, a StyleGAN's with clip_discriminator)."""
 
     def __init__(self, pixel: nn.Module, features: FeatureProjectionHead):
         super().__init__()

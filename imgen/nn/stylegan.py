@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from imgen.errors import ImgenError, check_int
-from imgen.nn.gan import _check_condition, _levels, condition_embedding, minibatch_stddev
+from imgen.nn.gan import (FeatureProjectionHead, TextGANDiscriminator, _check_condition, _levels, clip_image_tower,
+                          condition_embedding, minibatch_stddev)
 
 
 def lrelu(x: torch.Tensor) -> torch.Tensor:
@@ -228,11 +229,13 @@ class StyleDiscriminator(nn.Module):
 class StyleGAN(nn.Module):
     """StyleGenerator + StyleDiscriminator. Options: in_channels, image_size, num_classes (from the data), latent_dim
     (= w_dim), g_channels (G's width at every resolution), d_channels (D's first width, doubling per x2 down to 4x4, at
-    most 4x), mapping_depth, mixing_prob."""
+    most 4x), mapping_depth, mixing_prob. clip_discriminator (a CLIP directory, e.g. the shipped shapes-clip): D also
+    scores that CLIP's frozen image-tower embedding with a small head, D(x) = D_pixel(x) + D_features(x) (Projected
+    GANs, Sauer et al. 2021, as imgen's text GAN); image_encoder: the tower's options (training fills them)."""
 
     def __init__(self, in_channels: int = 3, image_size: int = 32, num_classes: int | None = None,
                  latent_dim: int = 64, g_channels: int = 64, d_channels: int = 32, mapping_depth: int = 4,
-                 mixing_prob: float = 0.9):
+                 mixing_prob: float = 0.9, clip_discriminator: str = "", image_encoder: dict | None = None):
         super().__init__()
         for value, name in ((in_channels, "in_channels"), (latent_dim, "latent_dim"), (g_channels, "g_channels"),
                             (d_channels, "d_channels"), (mapping_depth, "mapping_depth")):
@@ -243,3 +246,9 @@ class StyleGAN(nn.Module):
         self.generator = StyleGenerator(latent_dim, in_channels, image_size, g_channels, num_classes, mapping_depth,
                                         mixing_prob)
         self.discriminator = StyleDiscriminator(in_channels, image_size, d_channels, num_classes)
+        if clip_discriminator or image_encoder:
+            if num_classes:
+                raise ImgenError("stylegan clip_discriminator is for an unconditional StyleGAN; drop num_classes or "
+                                 "the clip_discriminator")
+            features = FeatureProjectionHead(clip_image_tower(clip_discriminator, image_encoder), None, 4 * d_channels)
+            self.discriminator = TextGANDiscriminator(self.discriminator, features)
