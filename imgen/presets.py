@@ -280,8 +280,8 @@ def digits_realnvp() -> Config:
 def digits_glow() -> Config:
     """Unconditional Glow (Kingma & Dhariwal 2018) on the digits' train split, trained as digits-realnvp but with
     wider coupling nets (hidden 128) at a quarter of its learning rate (5e-4): ~1.3 min on one thread (72-85 s for
-    1000 steps, OMP_NUM_THREADS=1). Test split, training seeds 0 / 1 / 2: 2.256 / 2.320 / 2.250 bits/dim (mean 2.275;
-    RealNVP: 2.20): Glow overfits the 1437 training digits (train ~2.0). The first preset (hidden 32, lr 2e-3):
+    1000 steps, OMP_NUM_THREADS=1). Test split, training seeds 0-3: 2.256 / 2.320 / 2.250 / 2.291 bits/dim (mean
+    2.28; RealNVP: 2.20): Glow overfits the 1437 training digits (train ~2.0). The first preset (hidden 32, lr 2e-3):
     2.308 / 2.343 / 2.283. Also tried: hidden 64 at lr 1e-3 / 2e-3 2.27 / ~2.34, hidden 256 at 3e-4 2.27, one level
     of 8-12 steps 2.31-2.39, 500-700 steps 2.27-2.36, cosine lr 2.31, weight decay 0.1 2.25, split_prior 2.25 (all
     seed 0); earlier: dropout, split_prior + AdamW weight decay 0.05-0.5 (2.29-2.33)."""
@@ -397,9 +397,10 @@ def shapes_stylegan() -> Config:
     not 32: a 32px step costs ~3x the CPU. Batch 16 x 2000 steps, G 64 channels, D 16-32-64 plus a head on the
     frozen shapes-clip image tower (clip_discriminator, Projected GANs): 276 s on one thread. At psi 1,
     precision/recall[shapes-eval] 0.64 / 0.28, FID 613 (without the CLIP head 0.55 / 0.19, FID 849; the first
-    StyleGAN-lite, with plain layers and no sqrt(2) gain: 0.71 / 0.006, FID 914). At the same budget R1 gamma 0.1 let D win (fake accuracy 0.98, G
-    loss 3); D at 32 channels cost 165 ms a step (vs 118); mapping depth 4 + D at half lr: recall 0.009; EMA 0.998
-    instead of 0.99: recall 0.197 but FID 907. Backgrounds and small objects; shapes not yet told apart.
+    StyleGAN-lite, with plain layers and no sqrt(2) gain: 0.71 / 0.006, FID 914). At the same budget (without the
+    CLIP head) R1 gamma 0.1 let D win (fake accuracy 0.98, G loss 3); D at 32 channels cost 165 ms a step (vs
+    118); mapping depth 4 + D at half lr: recall 0.009; EMA 0.998 instead of 0.99: recall 0.197 but FID 907.
+    Backgrounds and small objects; shapes not yet told apart.
     `imgen sample DIR --truncation 0.5`."""
     return Config(
         description="StyleGAN-lite on 16x16 one-object shapes scenes (mapping net, modulated convs, noise, mixing)",

@@ -191,4 +191,5 @@ def test_the_clip_discriminator_adds_an_unconditional_head_on_the_frozen_clip_im
     with pytest.raises(ImgenError, match="not a CLIP directory"):
         from imgen.train import train_preset
 
-        train_preset("shapes-stylegan", tmp_path / "x", steps=1, overrides=(f"net.options.clip_discriminator={tmp_path}",))
+        train_preset("shapes-stylegan", tmp_path / "x", steps=1,
+                     overrides=(f"net.options.clip_discriminator={tmp_path}",))
