@@ -543,6 +543,10 @@ def cmd_latent(args) -> int:
     return 0
 
 
+GENERATE_SAMPLERS_HELP = ("ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint; tcd or consistency for an LCM student "
+                          "(default: the model's)")  # --sampler of generate and of the image-to-image verbs
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imgen", description="Train, sample and evaluate image generators on a CPU.")
     p.add_argument("--version", action="version", version=f"imgen {__version__}")
@@ -652,8 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=1, help="number of images")
     s.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = none; default: the model's)")
     s.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint; tcd or consistency for an LCM "
-                   "student (default: the model's)")
+    s.add_argument("--sampler", help=GENERATE_SAMPLERS_HELP)
     s.add_argument("--temperature", type=float, help="a token prior's softmax temperature (default: 1)")
     _add_top_k_top_p(s)
     s.add_argument("--negative", help="a negative prompt: guidance steers away from it instead of from no text")
@@ -680,8 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--label", help="class label of a class-conditional model")
         s.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the model's)")
         s.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-        s.add_argument("--sampler", help="ddpm, ddim, euler, heun, edm, dpmpp_2m, midpoint; tcd or consistency for an LCM "
-                   "student (default: the model's)")
+        s.add_argument("--sampler", help=GENERATE_SAMPLERS_HELP)
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--scale", type=int, default=4, help="pixel enlargement of the grid PNG")
         if verb == "inpaint":

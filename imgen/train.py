@@ -73,14 +73,9 @@ def resolve_config(config: Config, dataset) -> Config:
         opts["vocab"] = Tokenizer.from_corpus(caption_corpus(dataset)).itos[len(SPECIAL_TOKENS):]
     elif config.net.name in ("text2img", "text_gan"):  # conditioned on captions, not class labels
         if opts.get("encoder_init"):  # a pretrained CLIP text tower: its vocabulary and architecture
-            from imgen.nn.text2img import clip_text_options
-            from imgen.pretrained import resolve_model_path
+            from imgen.nn.text2img import clip_directory, clip_text_options
 
-            opts["encoder_init"] = str(resolve_model_path(opts["encoder_init"]))  # a directory or "shapes-clip"
-            if not Path(opts["encoder_init"]).is_dir():
-                raise ImgenError(f"net.options.encoder_init={opts['encoder_init']!r} is not a directory; give a CLIP "
-                                 f"directory written by CLIP.save (e.g. from imgen.recipes.clip.train_clip)")
-            opts["encoder_init"] = str(Path(opts["encoder_init"]).resolve())
+            opts["encoder_init"] = clip_directory(opts["encoder_init"], "encoder_init")  # a directory or "shapes-clip"
             opts.update(clip_text_options(opts["encoder_init"]))
             if opts.get("clip_discriminator"):  # a text GAN's D on the same CLIP's image tower: its architecture
                 opts.setdefault("image_encoder", read_json(Path(opts["encoder_init"]) / "config.json")["image_encoder"])
@@ -91,14 +86,10 @@ def resolve_config(config: Config, dataset) -> Config:
           and config.method.name not in EMBEDDING_METHODS):
         opts.setdefault("num_classes", dataset.num_classes)
     if config.net.name == "stylegan" and opts.get("clip_discriminator"):  # D on a CLIP's image tower too
-        from imgen.pretrained import resolve_model_path
+        from imgen.nn.text2img import clip_directory
 
-        clip_dir = Path(resolve_model_path(opts["clip_discriminator"]))
-        if not (clip_dir / "config.json").is_file():
-            raise ImgenError(f"net.options.clip_discriminator={opts['clip_discriminator']!r} is not a CLIP directory; "
-                             f"give one such as the shipped shapes-clip")
-        opts["clip_discriminator"] = str(clip_dir.resolve())
-        opts.setdefault("image_encoder", read_json(clip_dir / "config.json")["image_encoder"])
+        opts["clip_discriminator"] = clip_directory(opts["clip_discriminator"], "clip_discriminator")
+        opts.setdefault("image_encoder", read_json(Path(opts["clip_discriminator"]) / "config.json")["image_encoder"])
     if config.net.name == "token_transformer":  # a prior over a frozen tokenizer's tokens (token_ar, maskgit)
         from imgen.methods.token_prior import tokenizer_net_options
 

@@ -61,12 +61,9 @@ def tokenizer_net_options(method_options: dict, dataset, net_options: dict) -> d
     if condition == "caption":
         out["num_classes"] = None
         if net_options.get("text_encoder"):  # a frozen CLIP text tower: its vocabulary, length and architecture
-            from imgen.nn.text2img import clip_text_options
+            from imgen.nn.text2img import clip_directory, clip_text_options
 
-            clip_dir = str(Path(resolve_model_path(net_options["text_encoder"])).resolve())
-            if not Path(clip_dir).is_dir():
-                raise ImgenError(f"net.options.text_encoder={net_options['text_encoder']!r} is not a directory; give "
-                                 f"a CLIP directory (e.g. the shipped 'shapes-clip')")
+            clip_dir = clip_directory(net_options["text_encoder"], "text_encoder")
             opts = clip_text_options(clip_dir)
             if net_options.get("max_len", 16) > opts["max_len"]:
                 raise ImgenError(f"net.options.max_len={net_options['max_len']} exceeds the text encoder's "

@@ -26,6 +26,18 @@ from imgen.checkpoint import load_tensors, read_json
 BACKBONES = {"unet": UNet, "dit": DiT}
 
 
+def clip_directory(value: str, option: str) -> str:
+    """The absolute path of the CLIP directory that net option `option` names (a path, or a shipped model's name
+    such as "shapes-clip"), or one clear error when it names none."""
+    from imgen.pretrained import resolve_model_path
+
+    path = Path(resolve_model_path(value))
+    if not (path / "config.json").is_file():
+        raise ImgenError(f"net.options.{option}={value!r} is not a CLIP directory; give one written by CLIP.save "
+                         f"(e.g. from imgen.recipes.clip.train_clip) or the shipped shapes-clip")
+    return str(path.resolve())
+
+
 def clip_text_options(clip_dir: str | Path) -> dict:
     """The text2img options that rebuild a CLIP's text tower (saved by imgen.methods.clip.CLIP.save): the
     vocabulary, encoder_options and max_len. With encoder_init=clip_dir its trained weights are loaded (CLIP's
