@@ -177,3 +177,41 @@ def test_adherence_counts_only_the_attributes_a_prompt_states():
     assert score_images(real, free)["bg"] == 1.0 and score_images(real, free)["all_stated"] == 1.0
     scores = score_images(real, wrong_bg)
     assert scores["bg"] == 0.0 and scores["all_stated"] == pytest.approx(1 - bg_stated.mean())
+
+
+def test_split_phrases_finds_each_object_of_every_caption_template():
+    from imgen.data.shapes import sample_scene_attributes, scene_captions
+    from imgen.nn.text import split_phrases
+
+    assert split_phrases("a small red circle on the left and a blue star at the top") == [
+        "a small red circle on the left", "a blue star at the top"]
+    assert split_phrases("a star that is red and small, top") == ["a star that is red and small, top"]
+    assert split_phrases("red circle; blue star / green box | cyan cross", limit=3) == [
+        "red circle", "blue star", "green box | cyan cross"]
+    for split in ("train", "heldout"):  # held-out templates included: one phrase per object
+        a = sample_scene_attributes(5, np.arange(300), split, max_objects=2, templates=split)
+        assert [len(split_phrases(c)) for c in scene_captions(a)] == a["n_objects"].tolist()
+
+
+def test_phrase_tokens_carry_each_object_phrase_bound():
+    ds = load_dataset("shapes", image_size=12, max_objects=2)
+    cfg = t2i_config()
+    cfg.net.options["phrases"] = True
+    net = build_net_from_config(resolve_config(cfg, ds)).eval()
+    with torch.no_grad():
+        net.phrase_emb.normal_()
+    caps = ["a red circle on the left and a blue star on the right", "a red circle on the left"]
+    enc = net.encode(caps)
+    from imgen.nn.text import encode_prompts
+
+    tok, mask, pooled = encode_prompts(caps, net.text_encoder, net.tokenizer)
+    _, _, alone = encode_prompts(["a red circle on the left", "a blue star on the right"], net.text_encoder,
+                                 net.tokenizer)
+    assert enc["text"].shape == (2, 2 + tok.shape[1], tok.shape[2])
+    assert enc["text_mask"][:, :2].tolist() == [[True, True], [True, False]]
+    torch.testing.assert_close(enc["text"][0, :2], alone + net.phrase_emb)  # each phrase encoded on its own
+    torch.testing.assert_close(enc["text"][1, 0], alone[0] + net.phrase_emb)
+    torch.testing.assert_close(enc["text"][:, 2:], tok)
+    torch.testing.assert_close(enc["text_pooled"], pooled)
+    x, t = torch.randn(2, 3, 12, 12), torch.full((2,), 0.5)
+    assert net(x, t, {"caption": caps, "drop": torch.zeros(2, dtype=torch.bool)}).shape == x.shape

@@ -139,8 +139,34 @@ def adherence(model, n: int = 200, batch: int = 100, seed: int = 0, prompt_seed:
     return score_images(images, truth)
 
 
-# ---- a concept for LoRA: a style no prompt gets from the shipped model ----
-STYLE_BG = "brown"  # the shipped model ignores background words (its CARD: 20.6% stated background, chance 25%)
+
+ATTRIBUTE_COLUMNS = (("shape", "shape", "shape2"), ("colour", "color", "color2"), ("position", "pos", "pos2"),
+                     ("size", "size", "size2"), ("background (stated)", "bg", None),
+                     ("every stated attribute", "all_stated", None), ("both objects fully right", "two_objects", None))
+
+
+def attribute_table(rates: dict, n: int) -> list[dict]:
+    """The every-attribute table: rows for {1: adherence(.., max_objects=1), 2: adherence(.., max_objects=2)}
+    (either may be absent), each cell a percentage; a two-object cell reads "object 1 / object 2"."""
+    pct = lambda r, k: f"{r[k]:.1%}" if k in r else "—"  # noqa: E731
+    rows = []
+    for k, label in ((1, "one-object"), (2, "two-object (shapes-cells)")):
+        if k not in rates:
+            continue
+        row = {"prompts": f"{n} {label}"}
+        for col, key, key2 in ATTRIBUTE_COLUMNS:
+            row[col] = pct(rates[k], key) + (f" / {pct(rates[k], key2)}" if k == 2 and key2 else "")
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]) + "\n"
+
+# ---- a concept for LoRA: a style that prompts without a background word do not get ----
+STYLE_BG = "brown"  # a style of prompts that name no background: the base draws any of the four (chance 25%)
 
 
 def style_concept(n: int, bg: str = STYLE_BG, seed: int = 7, image_size: int = 32) -> tuple[torch.Tensor, list[str]]:

@@ -56,6 +56,18 @@ def split_words(text: str, limit: int | None = None) -> list[str]:
         size *= 2
 
 
+# where one object's phrase ends and the next begins: list punctuation, or "and"/"plus" before an article
+# ("a red circle and a blue square"); "red and small" is one phrase
+_PHRASE_BREAK = re.compile(r"\s*[;/|]\s*|,?\s+(?:and|plus)\s+(?=(?:a|an|the)\s)", re.IGNORECASE)
+
+
+def split_phrases(text: str, limit: int = 4) -> list[str]:
+    """The object phrases of a prompt, in order: "a small red circle on the left and a blue star at the top" ->
+    ["a small red circle on the left", "a blue star at the top"]; at most `limit` (the rest stays in the last)."""
+    parts = [p.strip(" ,.") for p in _PHRASE_BREAK.split(text.strip(), maxsplit=limit - 1)]
+    return [p for p in parts if p] or [text]
+
+
 def _warn_truncated(count: int, max_len: int) -> None:
     """One warning per encode call, however many prompts were cut."""
     which = "a prompt is" if count == 1 else f"{count} prompts are"

@@ -5,12 +5,15 @@
 encodes the captions (imgen's word Tokenizer + a TextTransformer trained jointly with the backbone, or the frozen
 pretrained MiniLM sentence encoder) into per-token features, mask and a pooled vector, and hands them to the
 backbone as cond["text"], cond["text_mask"], cond["text_pooled"] (cross-attention on the tokens, the pooled vector
-in the time embedding / adaLN). Rows with drop=True get the backbone's learned null text (classifier-free
+in the time embedding / adaLN). With phrases=True the cross-attention also reads one token per object phrase
+(`imgen.nn.text.split_phrases`: "a red circle on the left and a blue star at the top" -> two phrases), each phrase
+encoded on its own, so that a two-object prompt's attributes reach the net already bound to their object. Rows with drop=True get the backbone's learned null text (classifier-free
 guidance). `encode(prompts)` returns that dict once, so a sampler does not re-encode the prompt at every step.
 The tokenizer's vocabulary is part of the net's options (saved in config.json), so a model directory is complete.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -19,7 +22,7 @@ from torch import nn
 from imgen.errors import ImgenError
 from imgen.nn.dit import DiT
 from imgen.nn.layers import ConfigMixin, check_kwargs
-from imgen.nn.text import MiniLMEncoder, TextTransformer, Tokenizer, check_prompts, encode_prompts
+from imgen.nn.text import MiniLMEncoder, TextTransformer, Tokenizer, check_prompts, encode_prompts, split_phrases
 from imgen.nn.unet import UNet
 from imgen.checkpoint import load_tensors, read_json
 
@@ -88,7 +91,7 @@ class TextToImageNet(ConfigMixin, nn.Module):
     def __init__(self, in_channels: int, image_size: int, vocab: list | None = None, backbone: str = "unet",
                  backbone_options: dict | None = None, encoder: str = "transformer",
                  encoder_options: dict | None = None, max_len: int = 32, encoder_init: str = "",
-                 freeze_encoder: bool = False):
+                 freeze_encoder: bool = False, phrases: bool = False):
         super().__init__()
         self.save_config(locals())
         if backbone not in BACKBONES:
@@ -112,11 +115,31 @@ class TextToImageNet(ConfigMixin, nn.Module):
         check_kwargs(BACKBONES[backbone], opts, f"text2img backbone {backbone!r}")
         self.backbone = BACKBONES[backbone](**opts)
         self.in_channels, self.image_size, self.max_len = in_channels, image_size, max_len
+        # object-level tokens: each object phrase encoded on its own, so its shape, colour, size and position
+        # arrive bound in one vector (noun-phrase encoding, Structured Diffusion Guidance, Feng et al. 2023)
+        self.phrase_emb = nn.Parameter(torch.zeros(context_dim)) if phrases else None
 
     def encode(self, prompts) -> dict:
-        """{"text": (B, L, D), "text_mask": (B, L) bool, "text_pooled": (B, D)} of the prompts."""
-        tokens, mask, pooled = encode_prompts(check_prompts(prompts), self.text_encoder, self.tokenizer)
-        return {"text": tokens, "text_mask": mask, "text_pooled": pooled}
+        """{"text": (B, L, D), "text_mask": (B, L) bool, "text_pooled": (B, D)} of the prompts. With phrases=True
+        the tokens are [one pooled vector per object phrase (split_phrases), then the prompt's word tokens]."""
+        prompts = check_prompts(prompts)
+        tokens, mask, pooled = encode_prompts(prompts, self.text_encoder, self.tokenizer)
+        if self.phrase_emb is None:
+            return {"text": tokens, "text_mask": mask, "text_pooled": pooled}
+        split = [split_phrases(p) for p in prompts]
+        with warnings.catch_warnings():  # a prompt too long was already warned about once, above
+            warnings.simplefilter("ignore")
+            _, _, flat = encode_prompts([p for ps in split for p in ps], self.text_encoder, self.tokenizer)
+        k = max(len(ps) for ps in split)
+        phr = flat.new_zeros(len(prompts), k, flat.shape[-1])
+        phr_mask = torch.zeros(len(prompts), k, dtype=torch.bool, device=mask.device)
+        start = 0
+        for i, ps in enumerate(split):
+            phr[i, :len(ps)] = flat[start:start + len(ps)] + self.phrase_emb
+            phr_mask[i, :len(ps)] = True
+            start += len(ps)
+        return {"text": torch.cat([phr, tokens], 1), "text_mask": torch.cat([phr_mask, mask], 1),
+                "text_pooled": pooled}
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         cond = dict(cond or {})

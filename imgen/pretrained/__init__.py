@@ -7,7 +7,7 @@ from pathlib import Path
 from imgen.errors import ImgenError
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-SHIPPED_MODELS = ("shapes-latent-t2i", "shapes-ae", "shapes-clip")  # the t2i model, its autoencoder, a CLIP
+SHIPPED_MODELS = ("shapes-latent-t2i", "shapes-ae", "shapes-clip", "shapes-scenes-clip")  # t2i, its AE, CLIPs
 DEFAULT_TEXT_MODEL = "shapes-latent-t2i"
 
 
