@@ -31,7 +31,8 @@ SHOWCASE = ["a large red circle in the top left", "a small cyan circle at the bo
             "a yellow triangle at the top", "a magenta triangle in the bottom right",
             "an orange star on the left", "a blue five-pointed star in the middle"]  # all held-out (shape, colour) pairs
 SHOWCASE2 = ["a red circle on the left and a blue square on the right on a gray background",
-             "navy background with a small yellow triangle in the top left and a large white star in the bottom right",
+             "navy background with a small yellow triangle in the top left and a large white star in the bottom "
+             "right",
              "a cyan cross at the top and a green circle at the bottom",
              "a large magenta triangle in the center on a brown background"]
 

@@ -135,7 +135,8 @@ def main() -> int:
     gen_s = time.perf_counter() - t1
     shown = " ".join(["python scripts/train_shipped.py", args.name] + (["--steps", str(args.steps)] if args.steps else []))
     atomic_write_text(dest / "CARD.md", card(args.name, config, rows, att, shown, train_s, gen_s))
-    atomic_write_text(dest / "metrics.json", json.dumps({"adherence": rows, "attributes": att, "generate_seconds": gen_s}, indent=1) + "\n")
+    metrics = {"adherence": rows, "attributes": att, "generate_seconds": gen_s}
+    atomic_write_text(dest / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     print(f"shipped {args.name} -> {dest} ({sum(f.stat().st_size for f in dest.iterdir()) / 1e6:.1f} MB)")
     return 0
 

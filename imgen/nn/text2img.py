@@ -7,9 +7,10 @@ pretrained MiniLM sentence encoder) into per-token features, mask and a pooled v
 backbone as cond["text"], cond["text_mask"], cond["text_pooled"] (cross-attention on the tokens, the pooled vector
 in the time embedding / adaLN). With phrases=True the cross-attention also reads one token per object phrase
 (`imgen.nn.text.split_phrases`: "a red circle on the left and a blue star at the top" -> two phrases), each phrase
-encoded on its own, so that a two-object prompt's attributes reach the net already bound to their object. Rows with drop=True get the backbone's learned null text (classifier-free
-guidance). `encode(prompts)` returns that dict once, so a sampler does not re-encode the prompt at every step.
-The tokenizer's vocabulary is part of the net's options (saved in config.json), so a model directory is complete.
+encoded on its own, so that a two-object prompt's attributes reach the net already bound to their object. Rows
+with drop=True get the backbone's learned null text (classifier-free guidance). `encode(prompts)` returns that
+dict once, so a sampler does not re-encode the prompt at every step. The tokenizer's vocabulary is part of the
+net's options (saved in config.json), so a model directory is complete.
 """
 from __future__ import annotations
 
