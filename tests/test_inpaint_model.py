@@ -194,8 +194,8 @@ def test_cli_inpaint_with_the_trained_model(capsys, tuned, files):
 def test_a_short_finetune_learns_to_keep_the_known_region_and_fills_as_asked(tmp_path):
     """200 steps at batch 16 (~30 CPU-s): before the paste the model's own samples reproduce the known region (>= 24 dB
     mean over 8 tasks; after 100 steps the one-object base shipped before 2026-12-07 got 27.5 dB, a 4000-step checkpoint
-    of the two-object base 21.3), which the same net with its mask and masked-image weights zeroed does not (it draws a new scene); the
-    holes hold the prompt's object."""
+    of the two-object base 21.3), which the same net with its mask and masked-image weights zeroed does not (it draws
+    a new scene); the holes hold the prompt's object."""
     import math
 
     from imgen.metrics.adherence import score_images
