@@ -114,7 +114,7 @@ def _latent_t2i_one_object() -> Config:
 
 def shapes_latent_t2i() -> Config:
     """The shipped text-to-image model: latent flow matching (4x8x8 latents of `shapes-ae`, 32x32 pixels) on one-
-    and two-object scenes, 8000 steps (about 55 minutes on one core). Text: the frozen text tower of
+    and two-object scenes, 8000 steps (about 58 minutes on one core). Text: the frozen text tower of
     `shapes-scenes-clip` (a CLIP whose hard negatives also change the background and swap attributes between two
     objects), read as word tokens plus one token per object phrase (net option phrases: each phrase encoded alone,
     so an object's shape, colour, size and position arrive bound). At 1500 steps, two-object prompts got both

@@ -29,8 +29,7 @@ from imgen.pretrained import MODELS_DIR
 CFG_SCALES = (1.0, 2.0, 3.0, 5.0)
 
 
-def measure(run: Path, n: int, steps: int) -> list[dict]:
-    model = imgen.load(run)
+def measure(model, n: int, steps: int) -> list[dict]:
     rows = []
     for cfg in CFG_SCALES:
         t0 = time.perf_counter()
@@ -41,10 +40,9 @@ def measure(run: Path, n: int, steps: int) -> list[dict]:
     return rows
 
 
-def measure_attributes(run: Path, n: int) -> dict:
+def measure_attributes(model, n: int) -> dict:
     """Every attribute of one- and two-object held-out prompts at the model's default sampling, each over the
     prompts that state it (adherence's rule)."""
-    model = imgen.load(run)
     out = {str(k): adherence(model, n=n, max_objects=k) for k in (1, 2)}
     print(json.dumps(out), flush=True)
     return out
@@ -111,10 +109,11 @@ def main() -> int:
         subprocess.run(cmd, check=True)
     train_s = time.perf_counter() - t0
     config = json.loads((run / "config.json").read_text())
-    rows = measure(run, args.n_eval, config["sample"]["steps"])
+    model = imgen.load(run)
+    rows = measure(model, args.n_eval, config["sample"]["steps"])
     for r in rows:
         r["n"] = args.n_eval
-    att = {**measure_attributes(run, args.n_attributes), "n": args.n_attributes}
+    att = {**measure_attributes(model, args.n_attributes), "n": args.n_attributes}
     steps_done = json.loads((run / "train_state.json").read_text())["step"]
     config["train"]["steps"] = steps_done  # the checkpoint shipped (a run may be stopped before its planned end)
     if config["method"]["name"] == "latent":

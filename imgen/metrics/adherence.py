@@ -139,7 +139,6 @@ def adherence(model, n: int = 200, batch: int = 100, seed: int = 0, prompt_seed:
     return score_images(images, truth)
 
 
-
 ATTRIBUTE_COLUMNS = (("shape", "shape", "shape2"), ("colour", "color", "color2"), ("position", "pos", "pos2"),
                      ("size", "size", "size2"), ("background (stated)", "bg", None),
                      ("every stated attribute", "all_stated", None), ("both objects fully right", "two_objects", None))
@@ -164,6 +163,7 @@ def markdown_table(rows: list[dict]) -> str:
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]) + "\n"
+
 
 # ---- a concept for LoRA: a style that prompts without a background word do not get ----
 STYLE_BG = "brown"  # a style of prompts that name no background: the base draws any of the four (chance 25%)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from imgen.errors import ImgenError
 from imgen.nn.dit import DiT
@@ -131,14 +132,9 @@ class TextToImageNet(ConfigMixin, nn.Module):
         with warnings.catch_warnings():  # a prompt too long was already warned about once, above
             warnings.simplefilter("ignore")
             _, _, flat = encode_prompts([p for ps in split for p in ps], self.text_encoder, self.tokenizer)
-        k = max(len(ps) for ps in split)
-        phr = flat.new_zeros(len(prompts), k, flat.shape[-1])
-        phr_mask = torch.zeros(len(prompts), k, dtype=torch.bool, device=mask.device)
-        start = 0
-        for i, ps in enumerate(split):
-            phr[i, :len(ps)] = flat[start:start + len(ps)] + self.phrase_emb
-            phr_mask[i, :len(ps)] = True
-            start += len(ps)
+        counts = torch.tensor([len(ps) for ps in split], device=mask.device)
+        phr = pad_sequence(list((flat + self.phrase_emb).split(counts.tolist())), batch_first=True)  # (B, K, D)
+        phr_mask = torch.arange(phr.shape[1], device=mask.device) < counts[:, None]  # (B, K): real phrases
         return {"text": torch.cat([phr, tokens], 1), "text_mask": torch.cat([phr_mask, mask], 1),
                 "text_pooled": pooled}
 
