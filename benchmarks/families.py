@@ -13,10 +13,11 @@ reused from OUT/<preset>): `J["digits"][name]` =
   ms_per_sample  wall time of sampling n images / n (2 cores, batch n)
   train_seconds  training wall seconds (summed over resumed runs; a reused model reports what it cost)
   params         parameters of what sampling runs (a GAN's generator; a token prior's transformer)
-Shapes text-to-image (`J["shapes_t2i"][name]` = {shape_color, position, background, two_objects, nfe,
-ms_per_sample}) for the text-conditional families that exist: `latent_flow` (the shipped shapes-latent-t2i), `ar`
-and `maskgit` (shapes-ar-t2i / shapes-maskgit-t2i on a shapes-vqgan tokenizer, when trained in OUT). A family that
-is not built (text GAN) is absent. The plot (benchmarks/results/families.png): FID against network calls, marker
+Shapes text-to-image (`J["shapes_t2i"][name]` = {shape_color, position, background, two_objects, nfe, rerank,
+ms_per_sample}; rerank: candidates drawn per kept image, each of the nfe calls a batch of them) for the
+text-conditional families that exist: `latent_flow` (the shipped shapes-latent-t2i), `ar` and `maskgit`
+(shapes-ar-t2i / shapes-maskgit-t2i on a shapes-vqgan tokenizer, when trained in OUT). A family that is not built
+(text GAN) is absent. The plot (benchmarks/results/families.png): FID against network calls, marker
 size = recall.
 
     OMP_NUM_THREADS=2 python benchmarks/families.py           # trains every preset at its own budget (~1 h on 2 cores)
@@ -96,7 +97,7 @@ def shapes_row(model, n: int, seed: int) -> dict:
     tic = time.perf_counter()
     _, nfe = counted(model, lambda: model.generate(["a red circle in the top left"] * 16, seed=seed))
     return {"shape_color": one["shape_color"], "position": one.get("pos"), "background": one.get("bg"),
-            "two_objects": two["two_objects"], "nfe": nfe,
+            "two_objects": two["two_objects"], "nfe": nfe, "rerank": model.config.sample.rerank,  # nfe: batched calls
             "ms_per_sample": round(1000 * (time.perf_counter() - tic) / 16, 3)}
 
 

@@ -4,9 +4,13 @@
 shapes-ar-t2i and shapes-maskgit-t2i are trained with imgen.train.train on a shapes-vqgan tokenizer (--tokenizer
 DIR, else one is trained into OUT/shapes-vqgan), or reused from OUT/<preset>. J:
   ar.ms_per_image_cached / ar.ms_per_image_uncached / ar.kv_cache_speedup   same tokens drawn both ways (checked)
-  ar.nfe, maskgit.nfe                                                    network calls per image, counted
+  ar.nfe, maskgit.nfe                                   network calls to draw one image, counted (rerank=1)
   maskgit.nfe_ratio_vs_ar                                                AR's calls / MaskGIT's
-  {ar, maskgit}.adherence                                                imgen.metrics.adherence on held-out prompts
+  {ar, maskgit}.adherence                     imgen.metrics.adherence on held-out prompts, the presets' sampling:
+                                              16 candidates per image, the one shapes-scenes-clip scores best kept
+  {ar, maskgit}.adherence_no_rerank                                      the same with one candidate per image
+  {ar, maskgit}.rerank, .calls_per_kept_image    candidates per image; nfe * rerank (nfe batched calls of rerank rows)
+  ar.ms_per_image_reranked, maskgit.ms_per_image              generate() per kept image, reranking and decoding included
   {ar, maskgit}.train_steps                                              the budget each was trained with
   ar.sliding_window                     scenes twice the trained width, drawn through a sliding window (VQGAN sec. 3.2),
                                         in benchmarks/results/token_priors_wide.png
@@ -73,6 +77,14 @@ def count_calls(model, fn) -> int:
     return len(calls)
 
 
+def reranking(model, n: int) -> dict:
+    """Network calls, candidates and held-out adherence with the preset's reranking and without it."""
+    nfe, k = count_calls(model, lambda: model.generate(["a red circle"], rerank=1)), model.config.sample.rerank
+    return {"nfe": nfe, "rerank": k, "reranker": model.config.sample.reranker, "calls_per_kept_image": nfe * k,
+            "train_steps": model.config.train.steps, "adherence": adherence(model, n=n),
+            "adherence_no_rerank": adherence(model, n=n, rerank=1)}
+
+
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(1)
@@ -95,8 +107,8 @@ def main(argv=None) -> dict:
     cached, uncached = timed(lambda: draw(True)), timed(lambda: draw(False))
     J["ar"] = {"ms_per_image_cached": 1e3 * cached / b, "ms_per_image_uncached": 1e3 * uncached / b,
                "kv_cache_speedup": uncached / cached, "same_tokens": same,
-               "nfe": count_calls(ar, lambda: ar.generate(["a red circle"])),
-               "train_steps": ar.config.train.steps, "adherence": adherence(ar, n=n)}
+               "ms_per_image_reranked": 1e3 * timed(lambda: ar.generate(["a red circle in the top left"] * b)) / b,
+               **reranking(ar, n)}
     print(json.dumps(J["ar"]), flush=True)
     prompts = ["a red circle in the top left", "a blue square at the bottom", "a big green triangle"]
     wide_cond = {**ar.net.encode(prompts), "drop": torch.zeros(len(prompts), dtype=torch.bool)}
@@ -109,9 +121,7 @@ def main(argv=None) -> dict:
 
     mg = imgen.load(trained("shapes-maskgit-t2i", out / "shapes-maskgit-t2i", tokenizer, steps))
     mg_time = timed(lambda: mg.generate(["a red circle in the top left"] * b))
-    J["maskgit"] = {"ms_per_image": 1e3 * mg_time / b, "steps": mg.config.sample.steps,
-                    "nfe": count_calls(mg, lambda: mg.generate(["a red circle"])),
-                    "train_steps": mg.config.train.steps, "adherence": adherence(mg, n=n)}
+    J["maskgit"] = {"ms_per_image": 1e3 * mg_time / b, "steps": mg.config.sample.steps, **reranking(mg, n)}
     J["maskgit"]["nfe_ratio_vs_ar"] = J["ar"]["nfe"] / J["maskgit"]["nfe"]
     print(json.dumps(J["maskgit"]), flush=True)
 

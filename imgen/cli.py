@@ -295,6 +295,8 @@ def cmd_generate(args) -> int:
         raise ImgenError(f"--n must be >= 1, got {args.n}")
     if args.steps is not None and args.steps < 1:
         raise ImgenError(f"--steps must be >= 1, got {args.steps}")
+    if args.rerank is not None and args.rerank < 1:
+        raise ImgenError(f"--rerank must be >= 1 (candidates per image; 1 = no reranking), got {args.rerank}")
     if not args.prompt.strip() and not args.unconditional:
         raise ImgenError("the prompt is empty; describe an image (e.g. \"a red circle in the top left\"), or pass "
                          "--unconditional to sample the model without text")
@@ -311,7 +313,8 @@ def cmd_generate(args) -> int:
         warnings.simplefilter("always")
         x = model.generate([args.prompt or "-"], n=args.n, negative=args.negative, unconditional=args.unconditional,
                            sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed, control=control,
-                           **{k: v for k in ("temperature", "top_k", "top_p") if (v := getattr(args, k)) is not None})
+                           **{k: v for k in ("temperature", "top_k", "top_p", "rerank", "reranker")
+                              if (v := getattr(args, k)) is not None})
     for w in caught:
         print(f"imgen: warning: {w.message}", file=sys.stderr)
     prompt = args.prompt if len(args.prompt) <= 80 else args.prompt[:77] + "..."
@@ -659,6 +662,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", help=GENERATE_SAMPLERS_HELP)
     s.add_argument("--temperature", type=float, help="a token prior's softmax temperature (default: 1)")
     _add_top_k_top_p(s)
+    s.add_argument("--rerank", type=int, metavar="K", help="draw K candidates per image and keep the one the model's "
+                                                           "reranker CLIP scores best (default: the model's; 1 = off)")
+    s.add_argument("--reranker", metavar="CLIP", help="the CLIP that scores --rerank's candidates: a directory or a "
+                                                      "shipped name, e.g. shapes-scenes-clip (default: the model's)")
     s.add_argument("--negative", help="a negative prompt: guidance steers away from it instead of from no text")
     s.add_argument("--unconditional", action="store_true", help="ignore the prompt; sample without text")
     s.add_argument("--seed", type=int, default=0)

@@ -71,6 +71,8 @@ class SampleConfig:
     eta: float = 0.0  # ddim's eta; tcd's gamma (imgen.samplers.sample_tcd)
     shift: float = 1.0  # grid time shift, SD3 eq. 23 (imgen.schedules.make_grid); 1 = none
     clip_x0: bool = True  # images: clip the denoiser's x0_hat to [-1, 1] at every step
+    rerank: int = 1  # text-to-image: candidates drawn per image, the one `reranker` scores best kept (imgen.rerank)
+    reranker: str = ""  # the CLIP that scores them: a model directory or a shipped name; "" = no reranking
 
 
 @dataclass

@@ -17,6 +17,7 @@ from imgen.guidance import classifier_free, clip_guidance
 from imgen.methods import build_method
 from imgen.nn import load_net
 from imgen.nn.text import check_prompts
+from imgen.rerank import best_of, load_reranker
 from imgen.samplers import get_sampler, initial_noise
 from imgen.schedules import make_grid
 
@@ -26,6 +27,7 @@ class Model:
 
     def __init__(self, config: Config, net: torch.nn.Module, device: str = "cpu", root: str | Path | None = None):
         self.config, self.net, self.device = config, net.to(device).eval(), device
+        self._rerankers = {}  # reranker path -> its CLIP, loaded on the first reranked generate
         self.method = build_method(config.method.name, **config.method.options)
         if hasattr(self.method, "bind"):  # a latent model loads the autoencoder stored in its directory `root`
             self.method.bind(root)
@@ -263,13 +265,16 @@ class Model:
 
     @torch.no_grad()
     def generate(self, prompts, n: int = 1, negative: str | None = None, unconditional: bool = False,
-                 clip=None, clip_scale: float = 0.0, control=None, **kwargs) -> torch.Tensor:
+                 clip=None, clip_scale: float = 0.0, control=None, rerank: int | None = None,
+                 reranker: str | None = None, **kwargs) -> torch.Tensor:
         """Images for text prompts: (len(prompts) * n, C, H, W) in [-1, 1], the n images of each prompt together.
         `negative` is a prompt classifier-free guidance steers away from (instead of the null text);
         `unconditional=True` ignores the prompts and samples the learned null condition. Other keyword
         arguments (sampler, steps, cfg, seed, eta, grid, ...) are those of `sample`. With a CLIP model `clip`
         and clip_scale > 0 the sampler is also CLIP-guided toward the prompts (imgen.guidance.CLIPGuidance).
-        `control`: maps (1 or len(prompts) * n, C, S, S) in [-1, 1] a loaded ControlNet follows (load_controlnet)."""
+        `control`: maps (1 or len(prompts) * n, C, S, S) in [-1, 1] a loaded ControlNet follows (load_controlnet).
+        `rerank`: candidates drawn per image, the one the CLIP `reranker` scores best kept (DALL-E's reranking,
+        imgen.rerank); defaults config.sample.rerank (1 = none) and config.sample.reranker."""
         if not self.is_text:
             raise ImgenError(f"this model ({self.config.net.name}, {self.config.data.name}) is not text-conditional; "
                              f"use sample() (CLI: imgen sample), or load a text-to-image model")
@@ -280,6 +285,15 @@ class Model:
             return self.sample(count, cond=cond, **{**kwargs, "cfg": 1.0})
         prompts = check_prompts(prompts)
         texts = [p for p in prompts for _ in range(n)]
+        k = check_int(self.config.sample.rerank if rerank is None else rerank, "rerank (candidates per image)")
+        if k > 1:  # k candidates for each of the texts, then the best of each k
+            if control is not None:
+                raise ImgenError("rerank with a ControlNet map is not supported; generate with rerank=1")
+            path = reranker or self.config.sample.reranker
+            if path not in self._rerankers:
+                self._rerankers[path] = load_reranker(path)
+            x = self.generate(texts, n=k, negative=negative, clip=clip, clip_scale=clip_scale, rerank=1, **kwargs)
+            return best_of(x, texts, self._rerankers[path], k)
         enc = self.net.encode(texts + ([negative] * len(texts) if negative is not None else []))
         enc = {k: v.to(self.device) for k, v in enc.items()}
         count = len(texts)

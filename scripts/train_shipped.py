@@ -26,7 +26,7 @@ from imgen.metrics.adherence import adherence, attribute_table, markdown_table
 from imgen.presets import get_preset
 from imgen.pretrained import MODELS_DIR
 
-CFG_SCALES = (1.0, 2.0, 3.0, 5.0)
+CFG_SCALES = (1.0, 2.0, 3.0, 4.0, 5.0)
 
 
 def measure(model, n: int, steps: int) -> list[dict]:

@@ -180,8 +180,8 @@ def test_lcm_of_the_shipped_latent_t2i_learns_on_its_latents_and_resumes_exactly
     cfg = json.loads((tmp_path / "straight" / "config.json").read_text())["method"]
     inner = cfg["options"]["method_options"]
     assert cfg["name"] == "latent" and cfg["options"]["method"] == "consistency_distillation"
-    assert inner["guidance"] == 3.0 and inner["base_method"] == "flow_matching"
     student, teacher = imgen.load(tmp_path / "straight"), imgen.load("shapes-latent-t2i")
+    assert inner["guidance"] == teacher.config.sample.cfg and inner["base_method"] == "flow_matching"  # the teacher's
     assert student.method.scale == teacher.method.scale and student.latent
     calls = []
     student.net.register_forward_hook(lambda *_: calls.append(1))

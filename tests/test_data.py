@@ -122,6 +122,27 @@ def test_caption_templates_are_split_and_several_are_used():
     assert any(c.startswith("top-left:") for c in captions) and any(" in the " in c for c in captions)
 
 
+def test_bg_captions_name_the_background_that_is_drawn_and_touch_nothing_else():
+    plain = load_dataset("shapes", split="train").get(np.arange(600))
+    data = load_dataset("shapes", split="train", bg_captions=0.6)
+    recap = data.get(np.arange(600))
+    for k in ("shape", "color", "bg", "pos2"):  # the same scenes: only the wording changes
+        assert torch.equal(plain["attrs"][k], recap["attrs"][k])
+    assert torch.equal(plain["image"], recap["image"])
+    t = data.attributes(np.arange(600))["template"]
+    names = [any(f"{w} background" in c for w in S.BACKGROUND_WORDS[S.BACKGROUND_NAMES[b]])
+        for c, b in zip(recap["caption"], recap["attrs"]["bg"].tolist())]
+    stated = ["bg" in S.stated_attributes(int(k)) for k in t]
+    assert names == stated  # a caption names the background exactly when its template says so, and names it right
+    # 1/6 of plain captions (template 2) name it; with p=0.6 also 60% of the other five sixths: 2/3 in all
+    assert abs(np.mean(stated) - (1 / 6 + 5 / 6 * 0.6)) < 0.06
+    assert set(t.tolist()) == set(S.TRAIN_TEMPLATES) | set(S.RECAPTIONED.values())
+    held = load_dataset("shapes", split="heldout", bg_captions=1.0).attributes(np.arange(300))["template"]
+    assert set(held.tolist()) == set(S.HELDOUT_TEMPLATES)  # held-out phrasing is never recaptioned
+    with pytest.raises(ImgenError, match="bg_captions is a probability"):
+        load_dataset("shapes", bg_captions=1.5)
+
+
 def test_captions_name_the_main_objects_attributes():
     batch = load_dataset("shapes", split="all").get(np.arange(400))
     synonyms_used = set()

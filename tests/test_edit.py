@@ -56,18 +56,19 @@ def test_inversion_reconstructs_and_null_text_beats_plain_inversion_where_it_dri
     assert latent_error(m, exact, images[0]) < 2e-4  # w = 1, AIDI fixed point: decode(invert(x)) ~ x
     tc = next(mod for mod in m.net.modules() if isinstance(mod, TextConditioning))
     learned = tc.null_tokens.detach().clone()
-    # plain DDIM inversion under strong guidance drifts (latent MSE 0.10-0.21 on these four scenes at guidance 7; at
-    # 3 the shipped model, which obeys the background word, stays within 0.01); null text fitted per step pulls the
-    # guided path back to the guidance-1 pivot (0.02-0.13, mean 0.07 against 0.16)
+    # plain DDIM inversion under strong guidance drifts (latent MSE 0.02-0.12, mean 0.07, on these four scenes at
+    # guidance 7); null text fitted per step with the paper's 10 Adam steps at lr 1e-2 pulls the guided path back to
+    # the guidance-1 pivot (0.003-0.015, 8x lower; 5 steps at lr 1e-3 were too few for this model: no gain)
     errors = {"plain": [], "null": []}
     for i in range(4):
         plain = invert(m, images[i], sources[i], cfg=7.0, steps=8, null_text=False)
-        null = invert(m, images[i], sources[i], cfg=7.0, steps=8, null_text=True, inner_steps=5)
+        null = invert(m, images[i], sources[i], cfg=7.0, steps=8, null_text=True, inner_steps=10, lr=1e-2)
         errors["plain"].append(latent_error(m, plain, images[i]))
         errors["null"].append(latent_error(m, null, images[i]))
     assert len(null.nulls) == 8 and not torch.equal(null.nulls[-1][0], learned)  # fitted per step
     assert torch.equal(tc.null_tokens, learned) and tc.null_tokens.grad is None  # restored after
-    assert min(errors["plain"]) > 0.05 and sum(errors["null"]) < 0.6 * sum(errors["plain"]), errors
+    assert sum(errors["plain"]) > 0.15 and sum(errors["null"]) < 0.4 * sum(errors["plain"]), errors
+    assert all(n < p for n, p in zip(errors["null"], errors["plain"])), errors  # on every scene
     out = reconstruct(m, null)
     assert out.shape == (1, 3, 32, 32) and -1 <= out.min() and out.max() <= 1
 

@@ -60,6 +60,7 @@ MODELS = {
     "realnvp-2scales-rgb": (lambda: RealNVP(3, 4, num_scales=2, hidden=8), (1, 3, 4, 4)),
     "glow": (lambda: Glow(1, 4, levels=2, steps=2, hidden=8), (1, 1, 4, 4)),
     "glow-split-prior": (lambda: Glow(1, 4, levels=2, steps=2, hidden=8, split_prior=True), (1, 1, 4, 4)),
+    "glow-dropout": (lambda: Glow(1, 4, levels=2, steps=2, hidden=8, dropout=0.3), (1, 1, 4, 4)),  # eval: no dropout
 }
 
 
@@ -93,6 +94,17 @@ def test_default_digit_sized_models_invert_in_float32():
         with torch.no_grad():
             zs, _ = net(x)
             assert (net.inverse(zs) - x).abs().max() < 1e-4
+
+
+def test_coupling_dropout_acts_in_training_only():
+    net = prepared(Glow(1, 4, levels=2, steps=2, hidden=8, dropout=0.3), (1, 1, 4, 4))
+    x = torch.randn(6, 1, 4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(net.log_prob(x), net.log_prob(x))  # eval: deterministic (and invertible, tests above)
+        net.train()
+        assert not torch.allclose(net.log_prob(x), net.log_prob(x))  # training: a random subnetwork per pass
+    assert sum(isinstance(m, torch.nn.Dropout) for m in net.modules()) == 2 * 4  # two per coupling net
+    assert not any(isinstance(m, torch.nn.Dropout) for m in Glow(1, 4, levels=2, steps=2, hidden=8).modules())
 
 
 def test_lu_invconv_logdet_is_hw_times_slogdet_of_w():
@@ -195,6 +207,7 @@ def test_uniform_dequantization_stays_in_its_bin_and_a_uniform_density_is_8_bits
     (lambda: RealNVP(hidden=-4), "RealNVP hidden"),
     (lambda: AffineCoupling(1, mask="channel"), "use mask='checkerboard'"),
     (lambda: AffineCoupling(2, mask="diagonal"), "'checkerboard' or 'channel'"),
+    (lambda: Glow(dropout=1.0), "dropout must be in [0, 1)"),
     (lambda: Glow().log_prob(torch.zeros(2, 3, 8, 8)), "in_channels and image_size"),
     (lambda: Glow().sample(2, temperature=-1.0), "temperature must be a number >= 0"),
     (lambda: RealNVP().inverse([torch.zeros(1, 2, 4, 4)]), "needs 2 latents"),

@@ -94,7 +94,7 @@ def test_trained_inpainting_reads_its_condition_and_keeps_known_pixels_exactly(t
     keep = ~holes[0].expand_as(out[0])
     assert torch.equal(out[:, keep], inputs[0][keep].expand(2, -1))
     want = m.inpaint_condition(inputs[:1], holes[0])
-    assert m.config.sample.cfg == 3.0  # both CFG branches (2 x 2 rows) carry the condition: only the text is dropped
+    assert m.config.sample.cfg > 1  # both CFG branches (2 x 2 rows) carry the condition: only the text is dropped
     assert all(torch.equal(c, want.expand(4, -1, -1, -1)) for c in seen)
     assert seen[0][:, 0].max() == 1 and seen[0][:, 0].min() == 0  # the hole on the 8x8 grid, then the latent
     seen.clear()
@@ -220,4 +220,6 @@ def test_a_short_finetune_learns_to_keep_the_known_region_and_fills_as_asked(tmp
     with torch.no_grad():
         m.net.backbone.conv_in.weight[:, -5:] = 0
     blind, _ = known_psnr_before_paste(4)
-    assert blind <= 18 and trained - blind >= 8, (trained, blind)
+    # blind, the net draws a new scene; since the base obeys background words (2026-12-07) its background matches
+    # the known region's, so blind PSNR is ~21 dB, not lower: the objects in the known region are what it misses
+    assert trained - blind >= 8, (trained, blind)

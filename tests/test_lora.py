@@ -280,13 +280,18 @@ def test_cli_lora_errors_are_one_line(capsys, tmp_path, concept):
 
 @pytest.mark.slow
 def test_lora_learns_a_style_the_prompt_cannot_give_and_keeps_the_prompt(tmp_path):
-    """16 pictures of "every object on a brown background" (the shipped model ignores background words):
-    300 LoRA steps, then >= 0.8 of 50 held-out prompts are drawn in the style and >= 0.9 still obey the prompt."""
+    """16 pictures of "every object on a brown background": 300 LoRA steps, then >= 0.8 of 50 held-out prompts that
+    leave the background free are drawn in the style and >= 0.9 still obey the prompt. (A prompt that names another
+    background overrides the style: the shipped model obeys background words since 2026-12-07.)"""
+    from imgen.metrics.adherence import READ
     from imgen.recipes.lora import finetune_lora
 
     folder = save_image_folder(tmp_path / "style", *style_concept(16))
     out = finetune_lora(BASE, folder, tmp_path / "style.safetensors", steps=300, progress=False)
-    prompts, truth = adherence_prompts(50)
+    prompts, truth = adherence_prompts(90)
+    keep = np.flatnonzero(~truth["stated"][:, READ.index("bg")])[:50]  # held-out templates 6 and 7
+    assert len(keep) == 50
+    prompts, truth = [prompts[i] for i in keep], {k: v[keep] for k, v in truth.items()}
     model = imgen.load(BASE)
     base = style_accuracy(model.generate(prompts, seed=0), truth)
     model.load_lora(out["adapter"])

@@ -358,3 +358,27 @@ def test_twins_in_the_shapes_dataset_serve_each_item_then_its_twin():
         (batch["attrs"]["color"][:4] != batch["attrs"]["color"][4:]).int()
     assert (diff == 1).all()
     assert torch.equal(data.get(np.arange(8, 16))["image"], batch["image"])  # a pure function of the indices
+
+
+def test_reranking_with_the_shipped_scenes_clip_picks_the_scene_its_prompt_describes():
+    """DALL-E's reranking (imgen.rerank.best_of) on held-out pairs and phrasing: among the described scene and three
+    counterfactuals (another shape, another colour, the main object moved), the described one is kept."""
+    from imgen.data.shapes import render_scenes, sample_scene_attributes, scene_captions
+    from imgen.rerank import best_of, load_reranker
+
+    n = 80
+    a = sample_scene_attributes(7, np.arange(n), "heldout", max_objects=1)
+    rng = np.random.default_rng(0)
+    variants = [a]
+    for key, k in (("shape", len(SHAPES)), ("color", len(COLOR_NAMES)), ("pos", 9)):
+        b = {name: v.copy() for name, v in a.items()}
+        b[key] = (b[key] + rng.integers(1, k, n)) % k
+        variants.append(b)
+    images = torch.stack([render_scenes(v, 32, offsets=v["offset"]) for v in variants], 1)  # (n, 4, 3, 32, 32)
+    order = torch.from_numpy(np.stack([rng.permutation(4) for _ in range(n)]))  # the described one at a random slot
+    shuffled = images[torch.arange(n)[:, None], order]
+    kept = best_of(shuffled.flatten(0, 1), scene_captions(a), load_reranker("shapes-scenes-clip"), 4)
+    right = (kept == images[:, 0]).flatten(1).all(1).float().mean()
+    assert right >= 0.95, right  # measured: 80 of 80
+    with pytest.raises(ImgenError, match="candidates per text"):
+        best_of(shuffled.flatten(0, 1)[:-1], scene_captions(a), load_reranker("shapes-scenes-clip"), 4)

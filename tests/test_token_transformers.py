@@ -254,6 +254,29 @@ def test_ar_model_directory_round_trips_and_generates_from_prompts(ar_dir, tmp_p
     assert (tmp_path / "g.png").is_file()
 
 
+def test_reranked_generate_keeps_per_prompt_the_candidate_clip_scores_best(ar_dir, tmp_path, capsys):
+    from imgen.images import adapt_images
+    from imgen.rerank import load_reranker
+
+    m, prompts = imgen.load(ar_dir), ["a red circle", "a blue square at the top"]
+    x = m.generate(prompts, n=2, seed=3, rerank=3, reranker="shapes-scenes-clip")
+    assert x.shape == (4, 3, 16, 16)
+    texts = [p for p in prompts for _ in range(2)]
+    candidates = m.generate(texts, n=3, seed=3).view(4, 3, 3, 16, 16)  # the same draws, not reranked
+    clip = load_reranker("shapes-scenes-clip")
+    big = adapt_images(candidates.flatten(0, 1), 3, 32)  # at the CLIP's image size
+    score = (clip.encode_image(big).view(4, 3, -1) * clip.encode_text(texts)[:, None]).sum(-1)  # (4, 3) cosines
+    assert torch.equal(x, candidates[torch.arange(4), score.argmax(1)])
+    assert torch.equal(x, imgen.load(ar_dir).generate(prompts, n=2, seed=3, rerank=3, reranker="shapes-scenes-clip"))
+    assert main(["generate", "a red circle", "--model", str(ar_dir), "--out", str(tmp_path / "r.png"),
+                 "--rerank", "2", "--reranker", "shapes-scenes-clip"]) == 0
+    for argv, message in ((["--rerank", "2"], "names none"), (["--rerank", "0"], "--rerank must be >= 1"),
+                          (["--rerank", "2", "--reranker", str(ar_dir)], "not a CLIP model directory")):
+        assert main(["generate", "a red circle", "--model", str(ar_dir), "--out", str(tmp_path / "e.png"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("imgen: error:") and message in err and "Traceback" not in err
+
+
 def test_cli_samples_a_class_conditional_maskgit_with_steps_and_top_k(maskgit_dir, tmp_path):
     assert main(["sample", str(maskgit_dir), "--label", "3", "--n", "4", "--steps", "3", "--top-k", "5",
                  "--cfg", "2", "--out", str(tmp_path / "s.png")]) == 0

@@ -64,9 +64,9 @@ class ShapesInpaint(ShapesDataset):
     name = "shapes-inpaint"
 
     def __init__(self, n: int = 10000, image_size: int = 32, seed: int = 0, split: str = "train",
-                 max_objects: int = 2, templates: str | None = None, supersample: int = 4):
+                 max_objects: int = 2, templates: str | None = None, supersample: int = 4, bg_captions: float = 0.0):
         super().__init__(n=n, image_size=image_size, seed=seed, split=split, max_objects=max_objects,
-                         templates=templates, supersample=supersample)
+                         templates=templates, supersample=supersample, bg_captions=bg_captions)
 
     def get(self, idx) -> dict:
         idx = as_index(idx, None, self.name)

@@ -5,7 +5,8 @@ stream is infinite and any batch of indices renders the same pixels and captions
 
 Generalisation splits: the (shape, colour) pairs in HELDOUT_PAIRS never appear in split="train" (neither
 object); in split="heldout" the main object always has one of them. Caption templates are split the same
-way: TRAIN_TEMPLATES for "train", HELDOUT_TEMPLATES only for "heldout".
+way: TRAIN_TEMPLATES for "train", HELDOUT_TEMPLATES only for "heldout". With bg_captions=p (recaptioning), a
+train caption whose template leaves the background out names it anyway with probability p (RECAPTIONED).
 
 The vocabulary, `make_caption` and `render_scenes` are public so a prompt generator and a text-to-image
 evaluator can build prompts and reference images from attributes.
@@ -78,6 +79,11 @@ TEMPLATES = (
 )
 TRAIN_TEMPLATES = (0, 1, 2, 3, 4, 5)
 HELDOUT_TEMPLATES = (6, 7, 8)
+# Descriptive recaptions (Betker et al. 2023, "Improving Image Generation with Better Captions"): each train
+# template that leaves the background out, with it named after the main object. bg_captions=p serves one of these
+# in place of the plain caption with probability p; they are train phrasing, never drawn as held-out templates.
+RECAPTIONED = {t: len(TEMPLATES) + i for i, t in enumerate(t for t in TRAIN_TEMPLATES if "{bg}" not in TEMPLATES[t][0])}
+TEMPLATES += tuple((TEMPLATES[t][0] + " on a {bg} background", TEMPLATES[t][1]) for t in RECAPTIONED)
 
 # ---- geometry (fractions of a grid cell; a cell is image_size / 3) ----
 SIZE_RADIUS = (0.3, 0.46)  # object radius for small / large
@@ -102,9 +108,11 @@ _TRAIN_COLORS, _HELDOUT_COLORS = _pair_table(False), _pair_table(True)
 
 # ---- sampling attributes ----
 def sample_scene_attributes(seed: int, idx, split: str = "train", max_objects: int = 2,
-                            templates: str | None = None) -> dict[str, np.ndarray]:
+                            templates: str | None = None, bg_captions: float = 0.0) -> dict[str, np.ndarray]:
     """Attributes of items `idx` of the stream `seed`: a dict of (B,) int64 arrays (ATTRIBUTES, -1 for an
-    absent second object) plus `offset` (B, 2, 2) centre jitter in cells, `template` and `variant` for captions."""
+    absent second object) plus `offset` (B, 2, 2) centre jitter in cells, `template` and `variant` for captions.
+    bg_captions: the probability that a train template without the background is swapped for its RECAPTIONED
+    form, which names it."""
     idx = np.asarray(idx, np.int64)
     u = lambda stream: hash_uniform(seed, idx, stream)  # noqa: E731
     pick = lambda stream, k: np.minimum((u(stream) * k).astype(np.int64), k - 1)  # noqa: E731
@@ -135,6 +143,10 @@ def sample_scene_attributes(seed: int, idx, split: str = "train", max_objects: i
     which = {"train": TRAIN_TEMPLATES, "heldout": HELDOUT_TEMPLATES,
              "all": TRAIN_TEMPLATES + HELDOUT_TEMPLATES}[templates or split]
     a["template"] = np.array(which, np.int64)[pick(14, len(which))]
+    if bg_captions:
+        recaption = np.arange(len(TEMPLATES))
+        recaption[list(RECAPTIONED)] = list(RECAPTIONED.values())
+        a["template"] = np.where(u(16) < bg_captions, recaption[a["template"]], a["template"])
     a["variant"] = (u(15) * 2 ** 31).astype(np.int64)
     return a
 
@@ -311,7 +323,8 @@ class ShapesDataset:
 
     def __init__(self, n: int = 10000, image_size: int = 32, seed: int = 0, split: str = "train",
                  max_objects: int = 2, templates: str | None = None, supersample: int = 4, twins: bool = False,
-                 cells: bool = False, low_res: int | None = None, downsample: int | None = None):
+                 cells: bool = False, low_res: int | None = None, downsample: int | None = None,
+                 bg_captions: float = 0.0):
         self.image_size = check_image_size(image_size, "shapes")
         if self.image_size is None or self.image_size < 12:
             raise ImgenError(f"shapes: image_size={image_size} is too small to tell shapes apart; use >= 12 (16 or 32)")
@@ -326,6 +339,9 @@ class ShapesDataset:
         if not isinstance(cells, bool) or (cells and twins):
             raise ImgenError(f"shapes: cells must be true or false and not combined with twins, got {cells!r}")
         self.n, self.seed, self.supersample, self.twins = int(n), int(seed), int(supersample), twins
+        if isinstance(bg_captions, bool) or not isinstance(bg_captions, (int, float)) or not 0 <= bg_captions <= 1:
+            raise ImgenError(f"shapes: bg_captions is a probability in [0, 1] (e.g. 0.6), got {bg_captions!r}")
+        self.bg_captions = float(bg_captions)  # recaptioning: how often a caption names the background
         self.cells = cells  # attrs also hold the per-cell targets (cell_attributes), (B, 9) each
         if low_res is not None and (not isinstance(low_res, int) or isinstance(low_res, bool) or low_res < 1
                                     or self.image_size % low_res or low_res == self.image_size):
@@ -350,7 +366,7 @@ class ShapesDataset:
     def attributes(self, idx) -> dict[str, np.ndarray]:
         """The raw attributes of items `idx` (see sample_scene_attributes)."""
         return sample_scene_attributes(self.seed, as_index(idx, None, self.name), self.split, self.max_objects,
-                                       self.templates)
+                                       self.templates, self.bg_captions)
 
     def captions(self, idx) -> list[str]:
         """The captions of items `idx`, without rendering the images."""

@@ -88,9 +88,9 @@ class ShapesControl(ShapesDataset):
 
     def __init__(self, n: int = 10000, image_size: int = 32, seed: int = 0, split: str = "train",
                  max_objects: int = 2, templates: str | None = None, supersample: int = 4,
-                 wrong_positions: float = 0.0):
+                 wrong_positions: float = 0.0, bg_captions: float = 0.0):
         super().__init__(n=n, image_size=image_size, seed=seed, split=split, max_objects=max_objects,
-                         templates=templates, supersample=supersample)
+                         templates=templates, supersample=supersample, bg_captions=bg_captions)
         if not 0.0 <= wrong_positions <= 1.0:
             raise ImgenError(f"shapes-control: wrong_positions must be in [0, 1], got {wrong_positions!r}")
         self.wrong_positions = wrong_positions

@@ -151,9 +151,10 @@ class AffineCoupling(nn.Module):
     of the channels (the first if parity is 0) and transforms the other. The log-scale is bounded,
     s = scale * tanh(raw) with a learned per-channel `scale` (as in the RealNVP code), for stability. The
     conditioner is conv3x3 -> ReLU -> conv1x1 -> ReLU -> conv3x3, the last conv zero-initialised so the layer
-    starts as the identity (Glow, sec. 3.3)."""
+    starts as the identity (Glow, sec. 3.3). `dropout` > 0 adds dropout after each ReLU (a regulariser for small
+    data, as in Flow++'s coupling nets, Ho et al. 2019)."""
 
-    def __init__(self, channels: int, hidden: int = 64, mask: str = "channel", parity: int = 0):
+    def __init__(self, channels: int, hidden: int = 64, mask: str = "channel", parity: int = 0, dropout: float = 0.0):
         super().__init__()
         check_int(channels, "AffineCoupling channels")
         check_int(hidden, "AffineCoupling hidden")
@@ -161,6 +162,8 @@ class AffineCoupling(nn.Module):
             raise ImgenError(f"AffineCoupling mask must be 'checkerboard' or 'channel', got {mask!r}")
         if parity not in (0, 1):
             raise ImgenError(f"AffineCoupling parity must be 0 or 1, got {parity!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ImgenError(f"AffineCoupling dropout must be in [0, 1), got {dropout!r}")
         if mask == "channel" and channels < 2:
             raise ImgenError(f"a channel-mask AffineCoupling needs >= 2 channels, got {channels}; "
                              "use mask='checkerboard' or squeeze first")
@@ -171,9 +174,10 @@ class AffineCoupling(nn.Module):
         else:
             n_first = channels // 2
             c_in, c_out = (n_first, channels - n_first) if parity == 0 else (channels - n_first, n_first)
+        drop = lambda: [nn.Dropout(dropout)] if dropout else []  # noqa: E731
         self.net = nn.Sequential(
-            nn.Conv2d(c_in, hidden, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
+            nn.Conv2d(c_in, hidden, 3, padding=1), nn.ReLU(), *drop(),
+            nn.Conv2d(hidden, hidden, 1), nn.ReLU(), *drop(),
             zero_init(nn.Conv2d(hidden, 2 * c_out, 3, padding=1)),
         )
         self.scale = nn.Parameter(torch.ones(1, c_out, 1, 1))
@@ -230,10 +234,10 @@ class FlowSequential(nn.Sequential):
         return y
 
 
-def glow_step(channels: int, hidden: int, parity: int = 0) -> FlowSequential:
+def glow_step(channels: int, hidden: int, parity: int = 0, dropout: float = 0.0) -> FlowSequential:
     """One step of flow: ActNorm -> invertible 1x1 conv -> affine coupling (Glow, Figure 2a)."""
     return FlowSequential(ActNorm(channels), InvConv1x1(channels),
-                          AffineCoupling(channels, hidden, mask="channel", parity=parity))
+                          AffineCoupling(channels, hidden, mask="channel", parity=parity, dropout=dropout))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -374,12 +378,13 @@ class Glow(ConfigMixin, MultiScaleFlow):
     """Glow (Kingma & Dhariwal 2018, Figure 2b): `levels` levels of squeeze -> `steps` x (ActNorm -> InvConv1x1 ->
     AffineCoupling) -> split (no split after the last). `split_prior`: each factored-out half under Glow's learned
     conditional prior N(mu(h), sigma(h)^2) given the half that goes on (SplitPrior); else all latents N(0, I).
+    `dropout` in the coupling nets (AffineCoupling) during training.
     Defaults fit 8x8 grey digits on a CPU."""
 
     name = "glow"
 
     def __init__(self, in_channels: int = 1, image_size: int = 8, levels: int = 2, steps: int = 4, hidden: int = 64,
-                 split_prior: bool = False):
+                 split_prior: bool = False, dropout: float = 0.0):
         super().__init__()
         self.save_config(locals())
         check_int(levels, "Glow levels")
@@ -389,7 +394,7 @@ class Glow(ConfigMixin, MultiScaleFlow):
         scales, priors, c = [], [], in_channels
         for level in range(levels):
             c *= 4
-            scales.append(FlowSequential(Squeeze(), *[glow_step(c, hidden, parity=k % 2) for k in range(steps)]))
+            scales.append(FlowSequential(Squeeze(), *[glow_step(c, hidden, k % 2, dropout) for k in range(steps)]))
             if level < levels - 1:
                 priors.append(SplitPrior(c - c // 2, c // 2))
                 c -= c // 2

@@ -30,7 +30,7 @@ def inpaint_config(base: str | Path, steps: int = 600, lr: float = 5e-4, batch_s
         if d["data"]["name"] not in INPAINT_DATA:
             raise ImgenError(f"the inpainting fine-tune draws holes on the shapes stream, but the base was trained on "
                              f"{d['data']['name']!r}; give a shapes model (e.g. shapes-latent-t2i)")
-        keep = ("n", "image_size", "seed", "max_objects", "templates", "supersample")
+        keep = ("n", "image_size", "seed", "max_objects", "templates", "supersample", "bg_captions")
         options = {k: v for k, v in d["data"]["options"].items() if k in keep}
         return {"name": "shapes-inpaint", "options": {**options, "split": "train"}, "batch_size": batch_size}
 
