@@ -15,14 +15,15 @@ reused from OUT/<preset>): `J["digits"][name]` =
   params         parameters of what sampling runs (a GAN's generator; a token prior's transformer)
 Shapes text-to-image (`J["shapes_t2i"][name]` = {shape_color, position, background, two_objects, nfe, rerank,
 ms_per_sample}; rerank: candidates drawn per kept image, each of the nfe calls a batch of them) for the
-text-conditional families that exist: `latent_flow` (the shipped shapes-latent-t2i), `ar` and `maskgit`
-(shapes-ar-t2i / shapes-maskgit-t2i on a shapes-vqgan tokenizer, when trained in OUT). A family that is not built
-(text GAN) is absent. The plot (benchmarks/results/families.png): FID against network calls, marker
+text-conditional families: `latent_flow` (the shipped shapes-latent-t2i), `ar` and `maskgit` (shapes-ar-t2i /
+shapes-maskgit-t2i on a shapes-vqgan tokenizer, as benchmarks/token_priors.py trains them) and `text_gan`
+(shapes-text-gan, as benchmarks/gans.py trains it), each when its model directory is in OUT/<preset>; a row whose
+model is not there is absent. The plot (benchmarks/results/families.png): FID against network calls, marker
 size = recall.
 
     OMP_NUM_THREADS=2 python benchmarks/families.py           # trains every preset at its own budget (~1 h on 2 cores)
     OMP_NUM_THREADS=2 python benchmarks/families.py --quick   # QUICK_STEPS per preset, n=300; shapes t2i: the
-                                                              # shipped model and any token prior already in OUT;
+                                                              # shipped model and each t2i row's model in OUT;
                                                               # 15 min with training, 4 min on cached models
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ DIGITS = (("flow_matching", "digits-flow", False), ("ddpm", "digits-ddpm", False
           ("vae", "digits-vae", False), ("realnvp", "digits-realnvp", False), ("glow", "digits-glow", False),
           ("dcgan", "digits-dcgan", False), ("cgan", "digits-cgan", False), ("wgan_gp", "digits-wgan-gp", False),
           ("ar", "digits-ar", True), ("maskgit", "digits-maskgit", True))
-TOKEN_T2I = (("ar", "shapes-ar-t2i"), ("maskgit", "shapes-maskgit-t2i"))
+T2I_ROWS = (("ar", "shapes-ar-t2i"), ("maskgit", "shapes-maskgit-t2i"), ("text_gan", "shapes-text-gan"))
 ONE_PASS = ("gan", "vae", "normalizing_flow")  # methods whose sample is one pass of the net, not net.forward
 QUICK_STEPS, QUICK_N = 150, 300
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -96,6 +97,8 @@ def shapes_row(model, n: int, seed: int) -> dict:
     model.generate(["a red circle"], seed=seed)  # warm-up
     tic = time.perf_counter()
     _, nfe = counted(model, lambda: model.generate(["a red circle in the top left"] * 16, seed=seed))
+    if nfe == 0 and model.config.method.name in ONE_PASS:
+        nfe = 1  # a GAN's generator: one pass, which the forward hook on the net misses
     return {"shape_color": one["shape_color"], "position": one.get("pos"), "background": one.get("bg"),
             "two_objects": two["two_objects"], "nfe": nfe, "rerank": model.config.sample.rerank,  # nfe: batched calls
             "ms_per_sample": round(1000 * (time.perf_counter() - tic) / 16, 3)}
@@ -151,7 +154,7 @@ def main(argv=None) -> dict:
     n_prompts = args.n or (100 if args.quick else 200)
     J["shapes_t2i"]["latent_flow"] = shapes_row(imgen.load(DEFAULT_TEXT_MODEL), n_prompts, args.seed)
     print("latent_flow", J["shapes_t2i"]["latent_flow"], flush=True)
-    for name, preset in TOKEN_T2I:  # trained by benchmarks/token_priors.py into OUT/<preset>; absent otherwise
+    for name, preset in T2I_ROWS:  # trained by benchmarks/token_priors.py / gans.py into OUT/<preset>
         if (out / preset / "ema.safetensors").is_file():
             J["shapes_t2i"][name] = shapes_row(imgen.load(out / preset), n_prompts, args.seed)
             print(name, J["shapes_t2i"][name], flush=True)

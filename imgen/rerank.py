@@ -24,8 +24,8 @@ def load_reranker(path: str | Path) -> CLIP:
     directory = Path(resolve_model_path(str(path)))
     config = directory / "config.json"
     if not config.is_file() or json.loads(config.read_text()).get("kind") != "clip":
-        raise ImgenError(f"reranker {str(path)!r} is not a CLIP model directory; train one with `imgen train "
-                         f"shapes-clip --out DIR` or use the shipped shapes-scenes-clip")
+        raise ImgenError(f"reranker {str(path)!r} is not a CLIP model directory; use the shipped shapes-scenes-clip "
+                         f"or one trained with imgen.recipes.clip.train_clip and saved with CLIP.save(DIR)")
     return CLIP.load(directory).eval().requires_grad_(False)
 
 
