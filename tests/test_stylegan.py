@@ -1,7 +1,8 @@
 """StyleGAN-lite (imgen.nn.stylegan): a modulated conv is a plain conv with each sample's modulated weights and
 demodulation gives every output channel unit norm, equalised layers scale their weights at run time and the mapping
 network learns at 1/100 of the rate, the synthesis layers keep the signal's scale (so noise inputs do not drown it),
-the discriminator projects labels, truncation psi pulls w to w_avg (psi 0: w_avg itself), style
+the discriminator projects labels, truncation psi pulls w to w_avg (psi 0: w_avg itself) or, multimodal, to its
+nearest k-means centre of w (k-means as scikit-learn's), style
 mixing switches to a second w after one layer in training only, noise inputs follow the sampling seed,
 `imgen sample --truncation` works for a StyleGAN and is refused, with one clear error, for other models, the
 shapes-stylegan preset trains and resumes to the weights of an uninterrupted run, and the truncation strip and
@@ -14,7 +15,7 @@ import imgen
 from imgen.config import Config, DataConfig, MethodConfig, NetConfig, TrainConfig
 from imgen.errors import ImgenError
 from imgen.nn import build_net
-from imgen.nn.stylegan import EqualLinear, ModulatedConv2d
+from imgen.nn.stylegan import EqualLinear, ModulatedConv2d, kmeans
 from imgen.train import train
 
 
@@ -87,6 +88,40 @@ def test_truncation_pulls_w_to_its_mean_and_mixing_switches_w_after_one_layer_in
         same = torch.isclose(ws[i], ws[i, :1], atol=1e-6).all(1)
         cut = int(same.long().argmin())
         assert 1 <= cut < g.num_ws and same[:cut].all() and not same[cut:].any()
+
+
+def test_kmeans_finds_the_centres_scikit_learn_finds():
+    from sklearn.cluster import KMeans
+
+    g = torch.Generator().manual_seed(0)
+    true = torch.randn(5, 3, generator=g) * 10
+    x = (true[torch.arange(500) % 5] + torch.randn(500, 3, generator=g)).double()
+    ours = kmeans(x, 5, generator=torch.Generator().manual_seed(1))
+    theirs = torch.from_numpy(KMeans(5, n_init=10, random_state=0).fit(x.numpy()).cluster_centers_)
+    assert torch.cdist(ours, theirs).min(1).values.max() < 1e-6  # the same partition, the same means
+
+
+def test_multimodal_truncation_pulls_w_to_its_nearest_centre_recomputed_when_the_mapping_changes():
+    torch.manual_seed(0)
+    with pytest.raises(ImgenError, match="truncation_clusters must be an int in \\[0, 1000\\]"):
+        build_net("stylegan", in_channels=1, image_size=8, latent_dim=8, g_channels=8, d_channels=8,
+                  truncation_clusters=-1)
+    g = build_net("stylegan", in_channels=1, image_size=8, latent_dim=8, g_channels=8, d_channels=8,
+                  truncation_clusters=4).generator.eval()
+    centres = g.truncation_centres()
+    assert centres.shape == (4, 8) and torch.equal(centres, g.truncation_centres())  # cached
+    z = torch.randn(6, 8)
+    w = g.mapping(z)
+    nearest = centres[torch.cdist(w, centres).argmin(1)]
+    assert torch.allclose(g.ws(z, truncation=0.0)[:, 0], nearest)  # psi 0: each w's own mode, not one mean
+    assert torch.allclose(g.ws(z, truncation=0.5)[:, 0], nearest + 0.5 * (w - nearest), atol=1e-6)
+    assert torch.equal(g.ws(z)[:, 0], w)
+    mapped = g.mapping(torch.randn(10_000, 8, generator=torch.Generator().manual_seed(0)))
+    spread = torch.cdist(mapped, centres).min(1).values.mean()
+    assert spread < torch.cdist(mapped, mapped.mean(0, keepdim=True)).mean()  # K modes sit closer than one mean
+    with torch.no_grad():
+        g.mapping.mlp[0].weight.mul_(2)  # a training step, an EMA update or a load changes the mapping in place
+    assert not torch.allclose(g.truncation_centres(), centres)
 
 
 def test_noise_inputs_follow_the_sampling_generator():

@@ -5,6 +5,8 @@
     StyleGenerator      a learned 4x4 constant, per resolution x2 upsampling and two modulated convs with per-pixel
                         noise inputs (StyleGAN sec. 2), skip toRGB outputs summed across resolutions (StyleGAN2
                         fig. 7b); style mixing in training (StyleGAN sec. 3.1); truncation psi at sampling (sec. 5.1)
+                        toward w_avg or, with truncation_clusters K, toward the nearest of K k-means centres of w
+                        (multimodal truncation, Mokady et al. 2022, "Self-Distilled StyleGAN", sec. 3.3)
     StyleDiscriminator  StyleGAN2's residual discriminator (fig. 7c) with minibatch stddev (ProGAN sec. 3) and, for
                         labels, a projection (Miyato & Koyama 2018)
     StyleGAN            the two in one module, trained by method gan (StyleGAN2's loss: non-saturating + R1)
@@ -58,6 +60,18 @@ class EqualConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int = 25, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(k, D) centres of the rows of x (N, D) by Lloyd's algorithm from k distinct random rows; an empty cluster keeps
+    its centre."""
+    c = x[torch.randperm(len(x), generator=generator)[:k].to(x.device)]
+    for _ in range(iters):
+        nearest = torch.cdist(x, c).argmin(1)
+        counts = torch.bincount(nearest, minlength=k)[:, None]
+        sums = torch.zeros_like(c).index_add_(0, nearest, x)
+        c = torch.where(counts > 0, sums / counts.clamp(min=1), c)
+    return c
 
 
 class MappingNetwork(nn.Module):
@@ -140,10 +154,12 @@ class StyleGenerator(nn.Module):
     """z (B, latent_dim) [, labels] -> images (B, C, S, S) in [-1, 1]; one w per layer (num_ws of them)."""
 
     def __init__(self, latent_dim: int, out_channels: int, image_size: int, channels: int = 64,
-                 num_classes: int | None = None, mapping_depth: int = 4, mixing_prob: float = 0.9):
+                 num_classes: int | None = None, mapping_depth: int = 4, mixing_prob: float = 0.9,
+                 truncation_clusters: int = 0):
         super().__init__()
         levels = _levels(image_size)
         self.latent_dim, self.num_classes, self.mixing_prob = latent_dim, num_classes, mixing_prob
+        self.truncation_clusters, self._centres = truncation_clusters, (None, None)
         self.mapping = MappingNetwork(latent_dim, latent_dim, mapping_depth, num_classes)
         self.const = nn.Parameter(torch.randn(1, channels, 4, 4))
         self.layers = nn.ModuleList([StyleLayer(channels, channels, latent_dim)])
@@ -155,11 +171,18 @@ class StyleGenerator(nn.Module):
 
     def ws(self, z: torch.Tensor, labels=None, truncation: float = 1.0, generator=None) -> torch.Tensor:
         """(B, num_ws, w_dim): one w per layer; in training a second z takes over after a random layer with
-        probability mixing_prob (style mixing, StyleGAN sec. 3.1); truncation psi pulls w toward w_avg:
-        w' = w_avg + psi (w - w_avg) (StyleGAN sec. 5.1, eq. 3)."""
+        probability mixing_prob (style mixing, StyleGAN sec. 3.1); truncation psi pulls w toward a centre c:
+        w' = c + psi (w - c) (StyleGAN sec. 5.1, eq. 3), c = w_avg, or with truncation_clusters the nearest
+        truncation_centres() (multimodal truncation: the mean of a multimodal w lies between modes, so pulling every
+        w toward it blends objects and precision falls; the nearest mode's centre keeps each sample in its mode)."""
         w = self.mapping(z, labels)
         if truncation != 1.0:
-            w = self.mapping.w_avg + truncation * (w - self.mapping.w_avg)
+            if self.truncation_clusters:
+                centres = self.truncation_centres()
+                c = centres[torch.cdist(w, centres).argmin(1)]
+            else:
+                c = self.mapping.w_avg
+            w = c + truncation * (w - c)
         ws = w[:, None].repeat(1, self.num_ws, 1)
         if self.training and self.mixing_prob > 0:
             w2 = self.mapping(torch.randn(z.shape, generator=generator), labels)
@@ -168,6 +191,24 @@ class StyleGenerator(nn.Module):
             later = (torch.arange(self.num_ws)[None] >= cut) & mix  # (B, num_ws): layers that take w2
             ws = torch.where(later[..., None], w2[:, None], ws)
         return ws
+
+    def truncation_centres(self, n: int = 10_000) -> torch.Tensor:
+        """(truncation_clusters, w_dim): k-means centres of the w of n seeded z (random labels for a conditional
+        mapping; Mokady et al. 2022 sec. 3.3), recomputed whenever the mapping's weights changed (cached on their
+        in-place versions: a training step, an EMA update or a load)."""
+        params = list(self.mapping.parameters())
+        key = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params)
+        if self._centres[0] != key:
+            g = torch.Generator().manual_seed(0)
+            device = params[0].device
+            z = torch.randn(n, self.latent_dim, generator=g).to(device)
+            labels = torch.randint(self.num_classes, (n,), generator=g).to(device) if self.num_classes else None
+            training = self.mapping.training
+            with torch.no_grad():
+                w = self.mapping.eval()(z, labels)  # eval: no w_avg update
+            self.mapping.train(training)
+            self._centres = (key, kmeans(w, self.truncation_clusters, generator=g))
+        return self._centres[1]
 
     def synthesis(self, ws: torch.Tensor, generator=None) -> torch.Tensor:
         """ws (B, num_ws, w_dim) -> images; toRGB of each resolution upsampled and summed (StyleGAN2 fig. 7b)."""
@@ -231,11 +272,14 @@ class StyleGAN(nn.Module):
     (= w_dim), g_channels (G's width at every resolution), d_channels (D's first width, doubling per x2 down to 4x4, at
     most 4x), mapping_depth, mixing_prob. clip_discriminator (a CLIP directory, e.g. the shipped shapes-clip): D also
     scores that CLIP's frozen image-tower embedding with a small head, D(x) = D_pixel(x) + D_features(x) (Projected
-    GANs, Sauer et al. 2021, as imgen's text GAN); image_encoder: the tower's options (training fills them)."""
+    GANs, Sauer et al. 2021, as imgen's text GAN); image_encoder: the tower's options (training fills them).
+    truncation_clusters K > 0: truncation pulls w toward the nearest of K centres of w (multimodal truncation) instead
+    of w_avg; a sampling choice only (no weights), so it can be set on a trained model's config."""
 
     def __init__(self, in_channels: int = 3, image_size: int = 32, num_classes: int | None = None,
                  latent_dim: int = 64, g_channels: int = 64, d_channels: int = 32, mapping_depth: int = 4,
-                 mixing_prob: float = 0.9, clip_discriminator: str = "", image_encoder: dict | None = None):
+                 mixing_prob: float = 0.9, clip_discriminator: str = "", image_encoder: dict | None = None,
+                 truncation_clusters: int = 0):
         super().__init__()
         for value, name in ((in_channels, "in_channels"), (latent_dim, "latent_dim"), (g_channels, "g_channels"),
                             (d_channels, "d_channels"), (mapping_depth, "mapping_depth")):
@@ -243,8 +287,12 @@ class StyleGAN(nn.Module):
         if not (isinstance(mixing_prob, (int, float)) and 0 <= mixing_prob <= 1):
             raise ImgenError(f"stylegan mixing_prob must be in [0, 1], got {mixing_prob!r}")
         self.latent_dim, self.num_classes = latent_dim, num_classes
+        if not (isinstance(truncation_clusters, int) and not isinstance(truncation_clusters, bool)
+                and 0 <= truncation_clusters <= 1000):
+            raise ImgenError(f"stylegan truncation_clusters must be an int in [0, 1000] (0: truncate toward the mean w),"
+                             f" got {truncation_clusters!r}")
         self.generator = StyleGenerator(latent_dim, in_channels, image_size, g_channels, num_classes, mapping_depth,
-                                        mixing_prob)
+                                        mixing_prob, truncation_clusters)
         self.discriminator = StyleDiscriminator(in_channels, image_size, d_channels, num_classes)
         if clip_discriminator or image_encoder:
             if num_classes:
