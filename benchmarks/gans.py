@@ -43,7 +43,8 @@ gans_truncation.png (the same z at psi 1 ... 0) and gans_style_mixing.png (Style
     OMP_NUM_THREADS=1 python benchmarks/gans.py --only truncation    # just these two keys, other keys kept
 Measured (2000 steps, n = 1000; training 276 s on one thread; multimodal truncation toward the nearest of 16
 k-means centres of w, the preset's truncation_clusters): precision 0.637, 0.671, 0.710, 0.766 and recall 0.275, 0.237,
-0.134, 0.076 at psi 1, 0.7, 0.5, 0.3, both monotone. Toward the mean w instead (truncation_clusters 0): precision
+0.134, 0.076 at psi 1, 0.7, 0.5, 0.3, both monotone (a second training run of the preset: precision 0.651, 0.650,
+0.671, 0.696, flat at n = 3000; not yet robust). Toward the mean w instead (truncation_clusters 0): precision
 0.637, 0.671, 0.609, 0.515 (w_avg draws a near-empty navy scene, so truncating faded the small objects out). Without
 D's CLIP head: precision 0.546, 0.568, 0.541, 0.500, recall 0.191, 0.185, 0.110, 0.045. The first StyleGAN-lite (plain
 layers, DCGAN discriminator, no sqrt(2) gain) had recall 0.006, 0, 0, 0.002.

@@ -430,7 +430,8 @@ def shapes_stylegan() -> Config:
     118); mapping depth 4 + D at half lr: recall 0.009; EMA 0.998 instead of 0.99: recall 0.197 but FID 907.
     Backgrounds and small objects; shapes not yet told apart. Truncation pulls w toward the nearest of 16 k-means
     centres of w (truncation_clusters; multimodal truncation, Mokady et al. 2022): precision 0.64 / 0.67 / 0.71 / 0.77
-    and recall 0.28 / 0.24 / 0.13 / 0.08 at psi 1 / 0.7 / 0.5 / 0.3 (toward w_avg precision fell below psi 0.7).
+    and recall 0.28 / 0.24 / 0.13 / 0.08 at psi 1 / 0.7 / 0.5 / 0.3 (toward w_avg precision fell below psi 0.7); a
+    second training run's precision stayed flat (0.65 / 0.65 / 0.67 / 0.70) where toward w_avg it fell to 0.49.
     `imgen sample DIR --truncation 0.5`."""
     return Config(
         description="StyleGAN-lite on 16x16 one-object shapes scenes (mapping net, modulated convs, noise, mixing)",
