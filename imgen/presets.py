@@ -152,8 +152,8 @@ def shapes_vae() -> Config:
     in [-1, 1] pixel units (discretized on 256 levels): beta then weighs the KL against |x - mu|^2 / (2 sigma^2)
     summed over the 3,072 pixels, as in the beta-VAE papers (with a learned sigma it shrinks with the error and beta
     prunes nothing; at sigma 0.2 beta 4 still kept 9 of 10 units and MIG did not rise). The KL weight warms up from
-    0 over the first 1,000 steps (Bowman et al. 2016). 2,200 steps at batch 64: ~230 s of CPU on one thread
-    (OMP_NUM_THREADS=1); 1,096 s wall trained beside shapes-beta-vae on 2 cores shared with ~6 other jobs."""
+    0 over the first 1,000 steps (Bowman et al. 2016). 2,200 steps at batch 64: 181 s wall on an idle 2-core machine
+    (`imgen train shapes-vae`, start-up included; shapes-beta-vae 184 s)."""
     return Config(
         description="VAE on shapes (32x32, one object), beta-VAE conv net, 10-D latent, fixed-sigma (0.3) "
                     "discretized Gaussian p(x|z) on 256 levels",
