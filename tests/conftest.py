@@ -95,6 +95,28 @@ def _popen(cmd):
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
 
 
+def processes_writing(out: Path) -> list[str]:
+    """Command lines of the live processes (Linux /proc) whose arguments name the directory `out`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:  # exited meanwhile
+            continue
+        if os.fsencode(str(out)) in args:
+            found.append(" ".join(a.decode(errors="replace") for a in args))
+    return found
+
+
+def assert_no_process_left(out: Path, grace: float = 10.0) -> None:
+    """After a kill -9 of a run writing `out`, no process of it may live on (a torchrun worker would otherwise wait
+    in a collective for its dead peers, holding memory); the kernel's SIGKILL of orphans takes a moment."""
+    deadline = time.perf_counter() + grace
+    while (left := processes_writing(out)) and time.perf_counter() < deadline:
+        time.sleep(0.2)
+    assert not left, f"processes outlived the kill -9 of their run: {left}"
+
+
 def kill9_and_rerun(cmd: list, straight: Path, killed: Path, kills: int = 3, seed: int = 0) -> int:
     """Run `cmd + [straight]` to the end; then run `cmd + [killed]`, kill -9 it `kills` times at random moments
     in the second half of a run (past start-up), with every process it started, and rerun it until it finishes.
@@ -112,8 +134,9 @@ def kill9_and_rerun(cmd: list, straight: Path, killed: Path, kills: int = 3, see
         try:
             p.wait(timeout=rng.uniform(0.5, 0.95) * duration * speed)
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)  # the process and any it started (torchrun's workers)
+            os.killpg(p.pid, signal.SIGKILL)  # the process and any it started in its group
             p.wait()
+            assert_no_process_left(killed)  # torchrun's workers run in sessions of their own
             landed += 1
             continue
         assert p.returncode == 0, p.stderr.read().decode()
