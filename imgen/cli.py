@@ -64,7 +64,7 @@ def _launch_torchrun(args, config) -> int:
     from imgen.train import Trainer
 
     Trainer(config, args.out, progress=False)  # what a worker would refuse (config, --out) is refused here, once
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+    cmd = [sys.executable, "-m", "imgen.torchrun", "--standalone", f"--nproc_per_node={args.nproc}",
            "-m", "imgen", "train", args.config, "--out", args.out]
     for flag, value in (("--steps", args.steps), ("--seed", args.seed), ("--data-path", args.data_path)):
         if value is not None:

@@ -24,16 +24,14 @@ statistics; CLIP's contrastive negatives, as OpenCLIP's local loss).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
-import sys
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from imgen.errors import ImgenError
+from imgen.torchrun import die_with_agent
 
 
 def world_size_from_env() -> int:
@@ -45,27 +43,12 @@ def world_size_from_env() -> int:
                          "or `imgen train --nproc N`") from None
 
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def die_with_launcher() -> None:
-    """torchrun starts each worker in a session of its own (torch elastic's start_new_session), so a kill -9 of the
-    job's process group misses the workers, and a worker left behind waits in a collective for its dead peers. On
-    Linux, ask the kernel to SIGKILL this worker when its parent, torchrun's agent, dies (prctl PR_SET_PDEATHSIG)."""
-    if not sys.platform.startswith("linux") or "TORCHELASTIC_RUN_ID" not in os.environ:
-        return
-    parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the agent died before the call: nothing would signal us
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 class Group:
     """This process's place in a torchrun job: rank, world_size, and the collectives the Trainer needs."""
 
     def __init__(self):
         if not dist.is_initialized():
-            die_with_launcher()
+            die_with_agent()  # also done first thing in `python -m imgen`; here for scripts run by torchrun
             # gloo for CPU tensors, nccl for CUDA tensors (one backend per device type)
             dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()

@@ -2,8 +2,10 @@
 process trains with batch B, a kill -9 of the whole torchrun job resumes byte-identically, bad --nproc is refused."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from conftest import kill9_and_rerun
 from imgen.checkpoint import load_tensors
 from imgen.config import Config, DataConfig, MethodConfig, NetConfig, SampleConfig, TrainConfig
 from imgen.distributed import global_draws
+from imgen.torchrun import AGENT_PID
 from imgen.train import train
 
 
@@ -75,6 +78,43 @@ def test_what_a_worker_would_refuse_is_refused_before_torchrun_starts(tmp_path):
     r = imgen_cli("train", cfg, "--out", tmp_path / "m", "--nproc", 2, timeout=60)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         f"imgen: error: --out {str(tmp_path / 'm')!r} is not empty and holds no imgen model; choose an empty or new directory"]
+
+
+WORKER = ("from imgen.torchrun import die_with_agent; die_with_agent(); print('armed', flush=True); "
+          "import time; time.sleep(60)")
+
+
+def alive(pid: int) -> bool:
+    """pid runs (a zombie, killed but not yet reaped by whoever adopted it, does not)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl PR_SET_PDEATHSIG is Linux's")
+def test_a_torchrun_worker_dies_with_its_agent_even_when_the_agent_died_first():
+    """A kill -9 of a torchrun job misses its workers (sessions of their own); each must die with the agent."""
+    env = {**os.environ, "TORCHELASTIC_RUN_ID": "test"}
+    # the agent (named in the env) is gone by the time the worker asks: its parent is someone else
+    late = subprocess.run([sys.executable, "-c", WORKER], env={**env, AGENT_PID: str(os.getpid() + 1)},
+                          capture_output=True, text=True, timeout=20)
+    assert late.returncode == -signal.SIGKILL and "armed" not in late.stdout
+    # the agent lives while the worker asks, then is killed: the kernel kills the worker
+    agent = subprocess.Popen([sys.executable, "-c", f"import os, subprocess, sys, time; os.environ[{AGENT_PID!r}] = "
+                              f"str(os.getpid()); w = subprocess.Popen([sys.executable, '-c', {WORKER!r}], "
+                              "start_new_session=True); print(w.pid, flush=True); time.sleep(60)"],
+                             env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        pid, armed = int(agent.stdout.readline()), agent.stdout.readline().strip()
+        assert armed == "armed" and alive(pid)
+    finally:
+        agent.kill()
+        agent.wait()
+    deadline = time.perf_counter() + 10
+    while alive(pid) and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid), "the worker outlived its torchrun agent"
 
 
 @pytest.mark.slow
