@@ -13,6 +13,21 @@ import torch
 
 from imgen.config import Config, DataConfig, MethodConfig, NetConfig, SampleConfig, TrainConfig
 
+# The README runs each tier as `pytest -n 2 --dist loadfile` (pytest-xdist): two workers, one per core, each on one
+# thread (two torch processes of two OpenMP threads each stall on 2 cores; the small nets here gain little from a
+# second thread). Processes the tests start inherit the setting. A test file runs on one worker, so its module
+# fixtures are built once; the session fixtures that tests of several files share are built once per run (once()).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def seeded():
+    """Each test starts from the same global RNG state, whichever tests ran before it on its worker."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
 
 def tiny_config(steps: int = 6, **train) -> Config:
     """A class-conditional digits model small enough to train a few steps in about a second."""
@@ -147,34 +162,52 @@ def kill9_and_rerun(cmd: list, straight: Path, killed: Path, kills: int = 3, see
     return landed
 
 
-# ---- trained models shared by the slow tests (each trained once per session) ---------------------------------
+# ---- trained models shared by the slow tests (each trained once per run) ---------------------------------------
+def once(tmp_path_factory, name: str, make) -> Path:
+    """The directory `name` that make(directory) fills, made once per test run: the first pytest-xdist worker to
+    ask makes it while the other waits on a file lock, then both use it (the workers' base temp dirs share a
+    parent; without xdist, the session's own base temp dir)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    root = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "shared"
+    root.mkdir(exist_ok=True)
+    out, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.is_file():
+            shutil.rmtree(out, ignore_errors=True)  # what a failed attempt left
+            make(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
-    """`imgen demo` run once per session, as a user runs it (~9 min on 2 cores): its report and its CLIP serve
-    tests/test_demo.py and the CLIP zero-shot test. Returns (out_dir, completed process)."""
+    """`imgen demo` run once per test run, as a user runs it (~10 min on one core): its report and its CLIP serve
+    tests/test_demo.py and the CLIP zero-shot test. Returns (out_dir, its completed process)."""
     import sys
 
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    proc = subprocess.run([sys.executable, "-m", "imgen", "demo", "--out", str(out)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out, proc
+    def make(d: Path) -> None:
+        proc = subprocess.run([sys.executable, "-m", "imgen", "demo", "--out", str(d / "demo")], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (d / "stdout.txt").write_text(proc.stdout)
+
+    d = once(tmp_path_factory, "demo", make)
+    return d / "demo", subprocess.CompletedProcess("imgen demo", 0, (d / "stdout.txt").read_text(), "")
 
 
 @pytest.fixture(scope="session")
 def trained_digits(tmp_path_factory):
-    """trained_digits(preset, steps=None) -> the model directory of a digits preset trained once per session
+    """trained_digits(preset, steps=None) -> the model directory of a digits preset trained once per test run
     (steps=None: the preset's own budget). The DDPM quality test and classifier guidance share one DDPM."""
     from imgen.config import apply_overrides
     from imgen.presets import get_preset
     from imgen.train import train
 
-    dirs = {}
-
     def get(preset: str, steps: int | None = None) -> Path:
-        if (preset, steps) not in dirs:
-            out = tmp_path_factory.mktemp(preset) / "model"
-            train(apply_overrides(get_preset(preset), [f"train.steps={steps}"] if steps else []), out, progress=False)
-            dirs[preset, steps] = out
-        return dirs[preset, steps]
+        config = apply_overrides(get_preset(preset), [f"train.steps={steps}"] if steps else [])
+        return once(tmp_path_factory, f"{preset}-{config.train.steps}",
+                    lambda out: train(config, out, progress=False))
 
     return get

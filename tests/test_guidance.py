@@ -149,7 +149,7 @@ def test_classifier_guided_digits_are_read_as_the_requested_class_by_an_svc(trai
     # until the registries list them (imgen.nn.NETS / imgen.methods.METHODS), register them for this test
     monkeypatch.setitem(imgen.nn.NETS, "noisy_classifier", NoisyClassifier)
     monkeypatch.setitem(imgen.methods.METHODS, "noisy_classifier", noisy_classifier_method)
-    ddpm_dir = trained_digits("digits-ddpm")  # shared with tests/test_digits_quality.py
+    ddpm_dir = trained_digits("digits-ddpm", 700)  # shared with tests/test_digits_quality.py
     clf_config = Config(data=DataConfig("digits", {"split": "all"}, batch_size=128),
                         net=NetConfig("noisy_classifier", {"base_channels": 32}),
                         method=MethodConfig("noisy_classifier", {"schedule": "cosine"}),
