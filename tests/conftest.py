@@ -21,6 +21,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
+
 @pytest.fixture(autouse=True)
 def seeded():
     """Each test starts from the same global RNG state, whichever tests ran before it on its worker."""
