@@ -3,10 +3,12 @@ its latent space (active units, MIG against the shapes' ground-truth factors).
 
 attribute: v = mean posterior latent of 2,000 red one-object scenes - that of 2,000 blue ones (imgen.apps.latent,
            White 2016), both from a labelled stream (seed 500); applied (scale 1) to 500 blue test scenes (seed 1000,
-           never seen in training) of the shapes-vae model; the shipped shapes-eval evaluator reads the edited images:
-           J["attribute"]["target_color"] = fraction read as red, ["kept_shape"], ["kept_position"] = fraction whose
-           shape / position is read as the source scene's (ground truth). ["reconstruction"] gives the same reads
-           for plain reconstructions (scale 0): the edit cannot keep what the autoencoder itself loses.
+           a stream training never saw) of shapes-latent-vae (a VAE on shapes-ae's latents with a spatial broadcast
+           decoder); the shipped shapes-eval evaluator reads the edited images: J["attribute"]["target_color"] =
+           fraction read as red, ["kept_shape"], ["kept_position"] = fraction whose shape / position is read as the
+           source scene's (ground truth). ["reconstruction"] gives the same reads for plain reconstructions (scale
+           0): the edit cannot keep what the autoencoder itself loses. J["attribute_pixel_vae"]: the same for the
+           pixel VAE shapes-vae; J["targets"]: issue 11's attribute targets (colour >= 0.8, shape, position >= 0.9).
 beta_vae:  for shapes-vae (beta 1) and shapes-beta-vae (beta 4): active units (Var of the posterior mean > 0.01,
            Burda et al. 2016) and MIG (Chen et al. 2018; 20-bin plug-in estimate, imgen.metrics.disentanglement)
            against shape, color, size, pos and bg on 2,000 test scenes.
@@ -106,7 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         J["train_seconds"][name], J["steps"][name] = round(seconds, 1), m.config.train.steps
         J["beta_vae"][key] = {"beta": m.config.method.options["beta"], **latent_structure(m, n_mig)}
         if name == "shapes-vae":
-            J["attribute"] = attribute_edit(m, evaluator, n_vector, n_test)
+            J["attribute_pixel_vae"] = attribute_edit(m, evaluator, n_vector, n_test)
+    m, seconds = trained("shapes-latent-vae", out, steps)
+    J["train_seconds"]["shapes-latent-vae"], J["steps"]["shapes-latent-vae"] = round(seconds, 1), m.config.train.steps
+    J["attribute"] = {"model": "shapes-latent-vae", **attribute_edit(m, evaluator, n_vector, n_test)}
+    J["targets"] = {"attribute_target_color_ge_0.8": J["attribute"]["target_color"] >= 0.8,
+                    "attribute_kept_shape_ge_0.9": J["attribute"]["kept_shape"] >= 0.9,
+                    "attribute_kept_position_ge_0.9": J["attribute"]["kept_position"] >= 0.9}
     J["mig_ratio_beta4_to_beta1"] = J["beta_vae"]["beta_4"]["mig"] / max(J["beta_vae"]["beta_1"]["mig"], 1e-12)
     J["seconds"] = round(time.perf_counter() - tic, 1)
     text = json.dumps(J, indent=2)

@@ -318,10 +318,10 @@ class Model:
             raise ImgenError(f"{what} needs an autoencoder or VAE model; this is a {self.config.net.name!r} net "
                              f"(method {self.config.method.name!r})")
         x = torch.as_tensor(x, dtype=torch.float32).to(self.device)
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.shape:
-            raise ImgenError(f"{what} expects images shaped (B, {', '.join(map(str, self.shape))}) in [-1, 1], "
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.pixel_shape:
+            raise ImgenError(f"{what} expects images shaped (B, {', '.join(map(str, self.pixel_shape))}) in [-1, 1], "
                              f"got {tuple(x.shape)}")
-        return x
+        return self.method.encode_mean(x) if self.latent else x  # a latent VAE: the autoencoder's latents
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, logvar: bool = False):
@@ -336,7 +336,8 @@ class Model:
         """Latents (B, *latent shape) -> images (B, C, H, W) in [-1, 1] (the decoder's mean)."""
         if not hasattr(self.net, "decode"):
             raise ImgenError(f"decode needs an autoencoder or VAE model; this is a {self.config.net.name!r} net")
-        return self.net.decode(torch.as_tensor(z, dtype=torch.float32).to(self.device)).clamp(-1, 1)
+        x = self.net.decode(torch.as_tensor(z, dtype=torch.float32).to(self.device))
+        return (self.method.decode(x) if self.latent else x).clamp(-1, 1)  # a latent VAE: then the autoencoder's
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """decode(encode(x)): images through the posterior mean (a tokenizer: decode_tokens(encode_tokens(x)))."""
@@ -382,6 +383,10 @@ class Model:
         return self._tokenizer("decode_tokens").decode_tokens(torch.as_tensor(ids).to(self.device)).clamp(-1, 1)
 
     def _bound(self, name: str):
+        if self.latent and hasattr(getattr(self.method, "inner", None), name):
+            raise ImgenError(f"{name} bounds a likelihood of the images; this VAE models an autoencoder's latents "
+                             f"(method latent), a density that is no likelihood of the pixels: use a pixel VAE "
+                             f"(e.g. shapes-vae) for bits/dim")
         if not hasattr(self.method, name):
             raise ImgenError(f"{name} is a VAE's likelihood bound; this model's method is {self.config.method.name!r}")
         return getattr(self.method, name)

@@ -54,7 +54,9 @@ def _family(model) -> str:
         return "translation"
     if model.is_tokenizer:
         return "tokenizer"
-    if len(model.shape) == 3 and hasattr(model.net, "encode") and hasattr(model.net, "decode") and not model.latent:
+    latent_vae = model.latent and model.config.method.options.get("method") == "vae"  # encodes pixels in two stages
+    if len(model.shape) == 3 and hasattr(model.net, "encode") and hasattr(model.net, "decode") and (
+            latent_vae or not model.latent):
         return "autoencoder"
     return "sampler"
 
@@ -220,7 +222,7 @@ def write_model_report(model_dir: str | Path, out: str | Path, n: int = 8, seed:
     else:
         if family == "autoencoder":
             _autoencoder(rep, model, batch, n)
-        if family == "sampler" or model.config.method.name == "vae":  # a plain autoencoder has no prior to sample
+        if family == "sampler" or hasattr(model.method, "sample"):  # a plain autoencoder has no prior to sample
             _samples(rep, model, n, seed)
         if "temperature" in inspect.signature(getattr(model.method, "sample", lambda: None)).parameters:
             _flow_temperatures(rep, model, n, seed)

@@ -21,6 +21,8 @@ FAMILIES = {
     "digits-vae": ({}, ["reconstructions.png", "interpolations.png", "latent_map.png", "samples.png"]),
     "shapes-vae": ({"base_channels": 8}, ["reconstructions.png", "interpolations.png", "attribute_edit.png",
                                          "samples.png"]),
+    "shapes-latent-vae": ({"base_channels": 8, "hidden": 16}, ["reconstructions.png", "interpolations.png",
+                                                               "attribute_edit.png", "samples.png"]),
     "shapes-ae": ({"base_channels": 8}, ["reconstructions.png", "interpolations.png"]),
     "digits-realnvp": ({"hidden": 8}, ["samples.png", "temperatures.png"]),
     "digits-glow": ({"hidden": 8, "steps": 2}, ["samples.png", "temperatures.png"]),

@@ -12,6 +12,7 @@ import imgen
 from conftest import kill9_and_rerun
 from imgen.apps.latent import (apply_attribute, attribute_vector, interpolate, latent_grid, lerp,
                                mean_latent_difference, slerp)
+from imgen.checkpoint import load_tensors
 from imgen.config import Config, DataConfig, MethodConfig, NetConfig, TrainConfig
 from imgen.data import load_dataset
 from imgen.errors import ImgenError
@@ -133,6 +134,22 @@ def test_kill_9_and_rerun_of_a_vae_is_byte_identical_to_an_uninterrupted_run(tmp
         assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
 
 
+def test_kill_9_and_rerun_of_a_latent_vae_is_byte_identical_to_an_uninterrupted_run(tmp_path):
+    from imgen.presets import get_preset
+
+    c = get_preset("shapes-latent-vae")  # its KL warm-up and standardize file are part of what must resume
+    c.net.options.update(base_channels=8, hidden=16)
+    c.method.options["method_options"]["kl_warmup"] = 20
+    c.data.batch_size, c.train.steps, c.train.ckpt_every = 8, 30, 10
+    cfg = tmp_path / "lvae.json"
+    cfg.write_text(json.dumps(c.to_dict()))
+    cmd = [sys.executable, "-m", "imgen", "train", str(cfg), "--quiet", "--out"]
+    out = tmp_path / "killed"
+    assert kill9_and_rerun(cmd, tmp_path / "straight", out, kills=1) >= 1
+    for name in ("model.safetensors", "ema.safetensors", "autoencoder/standardize.safetensors"):
+        assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+
+
 def test_imgen_latent_draws_the_grid_and_an_interpolation_and_rejects_bad_input(vae_dir, tmp_path, capsys):
     from imgen.cli import main
 
@@ -205,6 +222,61 @@ def test_the_burgess_net_maps_32px_rgb_scenes_to_a_vector_latent_and_back():
         build_net("vae", in_channels=3, image_size=32, latent_dim=None, arch="burgess")
     with pytest.raises(ImgenError, match=r"\(B, 3, 32, 32\)"):
         net.encode(torch.zeros(2, 3, 16, 16))
+
+
+def test_the_broadcast_decoder_renders_from_z_and_the_pixel_coordinates_at_full_or_half_grid():
+    for size, upsample, channels in ((32, 2, 3), (8, 1, 4)):
+        net = build_net("vae", in_channels=channels, image_size=size, latent_dim=6, arch="broadcast",
+                        base_channels=8, hidden=16, upsample=upsample)
+        assert net.decoder.grid == size // upsample
+        z = torch.randn(2, 6)
+        x = net.decode(z)
+        assert x.shape == (2, channels, size, size) and net.encode(x).mean.shape == (2, 6)
+        assert torch.equal(net.decoder.coords[0, :, 0, -1], torch.tensor([-1.0, 1.0]))  # (row, column) coordinates
+        # the same z at every pixel: the map is not constant only because of the coordinate channels
+        assert x[0].flatten(1).std(1).min() > 0
+    with pytest.raises(ImgenError, match="upsample"):
+        build_net("vae", in_channels=3, image_size=32, latent_dim=6, arch="broadcast", upsample=4)
+
+
+def test_levels_null_is_the_gaussian_density_of_continuous_data():
+    method = build_method("vae", levels=None, sigma=0.5)
+    net = build_net("vae", in_channels=4, image_size=8, latent_dim=3, arch="broadcast", base_channels=8, hidden=16,
+                    upsample=1)
+    x, z = torch.randn(5, 4, 8, 8), torch.randn(5, 3)
+    want = torch.distributions.Normal(net.decode(z), 0.5).log_prob(x).flatten(1).sum(1)
+    assert torch.allclose(method.log_px(net, x, z), want, rtol=1e-5)
+    with pytest.raises(ImgenError, match="levels"):
+        build_method("vae", levels=1)
+
+
+def test_a_latent_vae_encodes_and_decodes_pixels_through_the_shipped_autoencoder(tmp_path, capsys):
+    from imgen.cli import main
+    from imgen.presets import get_preset
+
+    cfg = get_preset("shapes-latent-vae")
+    cfg.net.options.update(base_channels=8, hidden=16)
+    cfg.data.batch_size, cfg.train.steps, cfg.train.ckpt_every = 8, 2, 2
+    train(cfg, tmp_path / "lvae", progress=False)
+    m = imgen.load(tmp_path / "lvae")
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    z = m.encode(x)
+    assert z.shape == (3, 16) and m.decode(z).shape == m.reconstruct(x).shape == (3, 3, 32, 32)
+    # encode = the VAE's posterior mean of the autoencoder's posterior mean, standardized per latent entry
+    stats = load_tensors(tmp_path / "lvae" / "autoencoder" / "standardize.safetensors")
+    assert stats["mean"].shape == stats["std"].shape == (4, 8, 8) and (stats["std"] > 0).all()
+    ae_mean = m.method.autoencoder.encode(x).mean
+    assert torch.allclose(m.method.encode_mean(x), (ae_mean - stats["mean"]) / stats["std"], atol=1e-5)
+    assert torch.allclose(z, m.net.encode(m.method.encode_mean(x)).mean)
+    assert torch.allclose(m.decode(z), m.method.decode(m.net.decode(z)).clamp(-1, 1))
+    assert m.sample(4, seed=1).shape == (4, 3, 32, 32) and torch.equal(m.sample(4, seed=1), m.sample(4, seed=1))
+    with pytest.raises(ImgenError, match="latents"):
+        m.elbo(x)
+    with pytest.raises(ImgenError, match=r"\(B, 3, 32, 32\)"):
+        m.encode(torch.zeros(2, 4, 8, 8))
+    assert main(["latent", "attribute", str(tmp_path / "lvae"), "--n", "2", "--examples", "10",
+                 "--out", str(tmp_path / "edit.png")]) == 0
+    capsys.readouterr()
 
 
 def test_imgen_latent_attribute_edits_shapes_scenes_and_rejects_other_data_and_colours(vae_dir, tmp_path, capsys):

@@ -9,7 +9,8 @@ for 8-bit images): P(x) = Phi((x + d/2 - mu) / sigma) - Phi((x - d/2 - mu) / sig
 first and last bins open to -inf / +inf (the discretization of PixelCNN++, Salimans et al. 2017, sec. 2.1, with a
 Gaussian in place of the logistic). It is a probability mass, so ELBO and IWAE are bounds on the discrete
 log-likelihood in nats and bits/dim = -bound / (D ln 2) (imgen.metrics.discrete_bits_per_dim), with no bin-width
-term.
+term. levels=None is for continuous data (a VAE on an autoencoder's latents, method `latent`): p(x | z) is then
+the Gaussian density N(decode(z), sigma^2).
 
 What beta is relative to: log p(x | z) is summed over all D = C*H*W pixels and the KL over the latent dims, so beta
 prices one nat of KL against one nat of that likelihood, and the likelihood's scale sets what a nat buys. With a
@@ -53,6 +54,11 @@ def discretized_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_sigma
     return logp.flatten(1).sum(1)
 
 
+def continuous_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, sigma^2) per item (summed): a density, for continuous data such as autoencoder latents."""
+    return gaussian_log_prob(x, mean, 2 * log_sigma)
+
+
 def gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * ((z - mean) ** 2 * torch.exp(-logvar) + logvar + LOG_2PI).flatten(1).sum(1)
 
@@ -62,10 +68,11 @@ class VAEMethod:
     negative beta-ELBO per pixel (the scale keeps Adam's LR and grad clipping in range; beta keeps its meaning)."""
     takes_steps = False  # x = decoder(z) in one pass
 
-    def __init__(self, beta: float = 1.0, levels: int = 256, sigma: float | None = None, kl_warmup: int = 0):
+    def __init__(self, beta: float = 1.0, levels: int | None = 256, sigma: float | None = None, kl_warmup: int = 0):
         if not (isinstance(beta, (int, float)) and beta >= 0):
             raise ImgenError(f"vae beta must be a number >= 0 (1: VAE, >1: beta-VAE, 0: plain autoencoder), got {beta}")
-        check_int(levels, "vae levels (grey levels of the data)", minimum=2)
+        if levels is not None:  # None: continuous data (a latent VAE on autoencoder latents), a Gaussian density
+            check_int(levels, "vae levels (grey levels of the data, or null for continuous data)", minimum=2)
         if sigma is not None and not (isinstance(sigma, (int, float)) and not isinstance(sigma, bool) and sigma > 0):
             raise ImgenError(f"vae sigma must be a number > 0 (the fixed std of p(x|z) in [-1, 1] pixel units) or "
                              f"null (learned), got {sigma!r}")
@@ -87,6 +94,12 @@ class VAEMethod:
         """log std of p(x | z): the fixed `sigma` when set, else the net's learned scalar."""
         return net.log_sigma if self.sigma is None else torch.tensor(math.log(self.sigma))
 
+    def log_px(self, net, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x | z) per item: discretized on `levels` levels, or a density when levels is None."""
+        if self.levels is None:
+            return continuous_gaussian_log_prob(x, net.decode(z), self.log_sigma(net))
+        return discretized_gaussian_log_prob(x, net.decode(z), self.log_sigma(net), self.levels)
+
     def _check(self, net):
         if not hasattr(net, "log_sigma"):
             raise ImgenError(f"method vae trains a VAE net (net name 'vae'), got {type(net).__name__}")
@@ -96,7 +109,7 @@ class VAEMethod:
         self._check(net)
         q = net.encode(x)
         z = q.mean if self.beta == 0 and net.training else q.sample(generator)  # beta = 0: a deterministic AE
-        return discretized_gaussian_log_prob(x, net.decode(z), self.log_sigma(net), self.levels), q.kl()
+        return self.log_px(net, x, z), q.kl()
 
     def loss(self, net, batch: dict, generator=None) -> torch.Tensor:
         x = batch["image"]
@@ -119,8 +132,7 @@ class VAEMethod:
         log_w = []
         for _ in range(k):
             z = q.sample(generator)
-            log_w.append(discretized_gaussian_log_prob(x, net.decode(z), self.log_sigma(net), self.levels)
-                         + standard_normal_log_prob(z) - gaussian_log_prob(z, q.mean, q.logvar))
+            log_w.append(self.log_px(net, x, z) + standard_normal_log_prob(z) - gaussian_log_prob(z, q.mean, q.logvar))
         return torch.logsumexp(torch.stack(log_w), 0) - math.log(k)  # Burda et al. 2016, eq. 8
 
     @torch.no_grad()
@@ -136,5 +148,5 @@ class VAEMethod:
         raise ImgenError("a VAE is not a diffusion model: it has no denoiser; sample it with imgen.load(DIR).sample")
 
 
-def vae(beta: float = 1.0, levels: int = 256, sigma: float | None = None, kl_warmup: int = 0) -> VAEMethod:
+def vae(beta: float = 1.0, levels: int | None = 256, sigma: float | None = None, kl_warmup: int = 0) -> VAEMethod:
     return VAEMethod(beta, levels, sigma, kl_warmup)

@@ -155,7 +155,38 @@ def burgess_decoder(in_features: int, image_size: int, width: int, hidden: int, 
     return nn.Sequential(*layers)
 
 
-ARCHS = ("ldm", "burgess")
+class BroadcastDecoder(nn.Module):
+    """The spatial broadcast decoder (Watters et al. 2019, sec. 2): z is tiled over a grid, two channels of x and y
+    coordinates in [-1, 1] are appended, and stride-1 3x3 convs render each pixel from (z, its position) alone, so
+    a position is read off the coordinates instead of being unpacked from z by transposed convs. upsample=2: the
+    grid is image_size / 2 (a quarter of the paper's cost at 32x32 pixels), brought to full size by one 4x4 stride-2
+    transposed conv and a 3x3 conv; upsample=1: the paper's full-size grid and a 1x1 conv out (small maps, such as
+    an autoencoder's 8x8 latents)."""
+
+    def __init__(self, in_features: int, image_size: int, width: int, out_channels: int, layers: int = 3,
+                 upsample: int = 2):
+        super().__init__()
+        if upsample not in (1, 2):
+            raise ImgenError(f"vae upsample (the broadcast decoder's grid is image_size / upsample) must be 1 or 2, "
+                             f"got {upsample!r}")
+        self.grid = image_size // upsample
+        axis = torch.linspace(-1, 1, self.grid)
+        self.register_buffer("coords", torch.stack(torch.meshgrid(axis, axis, indexing="ij"))[None], persistent=False)
+        convs: list[nn.Module] = []
+        ch = in_features + 2
+        for _ in range(layers):
+            convs += [nn.Conv2d(ch, width, 3, padding=1), nn.ReLU()]
+            ch = width
+        out = ([nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(width, out_channels, 3, padding=1)] if upsample == 2 else [nn.Conv2d(width, out_channels, 1)])
+        self.body = nn.Sequential(*convs, *out)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        tiled = z[:, :, None, None].expand(-1, -1, self.grid, self.grid)
+        return self.body(torch.cat([tiled, self.coords.expand(len(z), -1, -1, -1)], 1))
+
+
+ARCHS = ("ldm", "burgess", "broadcast")
 
 
 class VAE(ConfigMixin, nn.Module):
@@ -164,7 +195,8 @@ class VAE(ConfigMixin, nn.Module):
     of `latent_dim` (2 for the classic embedding pictures); latent_dim=None keeps AutoencoderKL's latent map.
     arch="burgess": the small conv + MLP net of the beta-VAE papers (burgess_encoder / burgess_decoder: 4x4 stride-2
     convs of base_channels, two layers of `hidden` units, a vector latent of latent_dim; image_size a power of two
-    >= 8), ~10x cheaper per image than "ldm" at 32x32.
+    >= 8), ~10x cheaper per image than "ldm" at 32x32. arch="broadcast": burgess_encoder and the spatial broadcast
+    decoder (BroadcastDecoder: base_channels wide, its grid image_size / upsample).
     The decoder's observation noise is one learned scalar `log_sigma` (the scale of p(x | z); the likelihood itself
     lives in imgen.methods.vae, which may hold sigma fixed instead)."""
 
@@ -172,23 +204,25 @@ class VAE(ConfigMixin, nn.Module):
 
     def __init__(self, in_channels: int, image_size: int, latent_dim: int | None = 16, latent_channels: int = 4,
                  base_channels: int = 32, channel_mults=(1, 2), num_res_blocks: int = 1, arch: str = "ldm",
-                 hidden: int = 256):
+                 hidden: int = 256, upsample: int = 2):
         super().__init__()
         self.save_config(locals())
         if arch not in ARCHS:
             raise ImgenError(f"vae arch must be one of {', '.join(ARCHS)}, got {arch!r}")
         self.in_channels, self.image_size, self.latent_dim, self.arch = in_channels, image_size, latent_dim, arch
-        if arch == "burgess":
+        if arch in ("burgess", "broadcast"):
             if latent_dim is None:
-                raise ImgenError("vae arch 'burgess' has a vector latent: set latent_dim (e.g. 10)")
+                raise ImgenError(f"vae arch {arch!r} has a vector latent: set latent_dim (e.g. 10)")
             if not isinstance(image_size, int) or image_size < 8 or image_size & (image_size - 1):
-                raise ImgenError(f"vae arch 'burgess' needs a power-of-two image_size >= 8, got {image_size}; "
+                raise ImgenError(f"vae arch {arch!r} needs a power-of-two image_size >= 8, got {image_size}; "
                                  f"use arch 'ldm' or resize the images")
             for name, v in (("latent_dim", latent_dim), ("base_channels", base_channels), ("hidden", hidden)):
                 check_int(v, f"vae {name}")
             self.latent_shape = (latent_dim,)
             self.encoder = burgess_encoder(in_channels, image_size, base_channels, hidden, 2 * latent_dim)
-            self.decoder = burgess_decoder(latent_dim, image_size, base_channels, hidden, in_channels)
+            self.decoder = (burgess_decoder(latent_dim, image_size, base_channels, hidden, in_channels)
+                            if arch == "burgess" else BroadcastDecoder(latent_dim, image_size, base_channels,
+                                                                       in_channels, upsample=upsample))
         else:
             self.ae = AutoencoderKL(in_channels, image_size, latent_channels, base_channels, channel_mults,
                                     num_res_blocks)
@@ -205,7 +239,7 @@ class VAE(ConfigMixin, nn.Module):
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         """Images (B, C, H, W) in [-1, 1] -> q(z | x) over (B, *latent_shape) latents."""
-        if self.arch == "burgess":
+        if self.arch != "ldm":
             if x.ndim != 4 or tuple(x.shape[1:]) != (self.in_channels, self.image_size, self.image_size):
                 raise ImgenError(f"this VAE encodes images shaped (B, {self.in_channels}, {self.image_size}, "
                                  f"{self.image_size}), got {tuple(x.shape)}; resize the images or train a VAE on "
@@ -222,7 +256,7 @@ class VAE(ConfigMixin, nn.Module):
         if tuple(z.shape[1:]) != tuple(self.latent_shape):
             raise ImgenError(f"this VAE decodes latents shaped (B, {', '.join(map(str, self.latent_shape))}), "
                              f"got {tuple(z.shape)}")
-        if self.arch == "burgess":
+        if self.arch != "ldm":
             return self.decoder(z)
         return self.ae.decode(z if self.latent_dim is None else self.from_latent(z))
 
