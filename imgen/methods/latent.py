@@ -214,14 +214,17 @@ class LatentVAE(LatentMethod):
                        for i in range(0, n, 512)])
         save_tensors({"mean": z.mean(0), "std": z.std(0).clamp_min(1e-3)}, path, {"images": str(n)})
 
+    def _standardize(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.mean.to(z.device)) / self.std.to(z.device)
+
     @torch.no_grad()
     def encode(self, x: torch.Tensor, generator=None) -> torch.Tensor:
         """Images -> standardized autoencoder latents (E(x) - mean) / std (posterior mean or a sample)."""
-        return (self._encode_raw(x, generator) - self.mean.to(x.device)) / self.std.to(x.device)
+        return self._standardize(self._encode_raw(x, generator))
 
     @torch.no_grad()
     def encode_mean(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.autoencoder.to(x.device).encode(x).mean - self.mean.to(x.device)) / self.std.to(x.device)
+        return self._standardize(self.autoencoder.to(x.device).encode(x).mean)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
